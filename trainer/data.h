@@ -1,0 +1,49 @@
+// data.h — JSONL training data to token sequences.
+//
+// Row kinds: preference with explicit prompt {prompt, chosen, rejected};
+// implicit prompt {chosen, rejected} (prompt = longest common prefix, a space
+// right before the split belongs to the completion, as TRL); conversational
+// (lists of {role, content} rendered with the plain template documented in
+// README.md); pre-tokenized {prompt_ids, chosen_ids, rejected_ids}; SFT
+// {prompt, completion} | {text} | {prompt_ids, completion_ids}.
+// Text rows get BOS before the prompt and EOS after each completion;
+// prompt + completion are tokenized together and split at the prompt boundary.
+#ifndef DATA_H
+#define DATA_H
+
+#include "bs.h"
+#include "recipe.h"
+#include "tok.h"
+
+typedef struct {
+    int *prompt;   // (n_prompt) BOS included for text rows
+    int n_prompt;
+    int *chosen;   // (n_chosen) completion; for SFT rows the completion
+    int n_chosen;
+    int *rejected; // (n_rejected); NULL/0 for SFT rows
+    int n_rejected;
+    int line;      // 1-based source line
+} Example;
+
+typedef struct {
+    Example *rows;
+    int n;
+    int n_lines;     // non-blank lines read
+    int n_bad;       // rows refused (schema, types, ids out of range)
+    int n_truncated; // rows shortened by max_length / max_prompt_length
+    int n_dropped;   // rows with nothing left to learn from after truncation
+    int first_bad_line;       // 0 when none
+    char first_bad_reason[256];
+} Dataset;
+
+// Loads path for r->data (preference | sft) with r's truncation settings.
+// tok may be NULL only when every row is pre-tokenized; ids must be < vocab.
+// With BAD_ROWS_ERROR the first bad row fails the load with its line number
+// (err->code "dataset_schema"); with BAD_ROWS_SKIP it is counted and skipped.
+// A missing file fails with code "dataset_not_found". ds is caller-owned
+// (data_free).
+int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *tok, int vocab_size,
+              int max_length, BsError *err);
+void data_free(Dataset *ds);
+
+#endif

@@ -1,0 +1,95 @@
+// model.h — a Llama-architecture decoder in fp32: forward and backward over a
+// packed batch of variable-length sequences (no padding anywhere).
+//
+// Parameters live in one flat float buffer in llama2.c's tensor order (without
+// the freq_cis tables): tok_emb, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3,
+// rms_final, then wcls only when the classifier is not shared. Gradients use
+// the same layout in a second flat buffer, so the optimizer is one loop and a
+// checkpoint one write. Every weight matrix is row-major (out, in): y = W x.
+#ifndef MODEL_H
+#define MODEL_H
+
+#include <stddef.h>
+
+#include "bs.h"
+
+typedef struct {
+    int dim;               // D
+    int hidden_dim;        // H (SwiGLU inner size)
+    int n_layers;          // L
+    int n_heads;           // NH; head size HS = D / NH
+    int n_kv_heads;        // NKV, divides NH; KVD = NKV * HS
+    int vocab_size;        // V
+    int seq_len;           // maximum positions
+    int shared_classifier; // 1: logits use tok_emb
+    float norm_eps;        // RMSNorm epsilon, 1e-5
+    float rope_theta;      // 10000
+} ModelConfig;
+
+typedef struct {
+    float *tok_emb;   // (V, D)
+    float *rms_att;   // (L, D)
+    float *wq;        // (L, D, D)
+    float *wk;        // (L, KVD, D)
+    float *wv;        // (L, KVD, D)
+    float *wo;        // (L, D, D)
+    float *rms_ffn;   // (L, D)
+    float *w1;        // (L, H, D)
+    float *w2;        // (L, D, H)
+    float *w3;        // (L, H, D)
+    float *rms_final; // (D)
+    float *wcls;      // (V, D); == tok_emb when shared
+} ModelTensors;
+
+// A contiguous range of the flat parameter buffer and whether AdamW's
+// decoupled weight decay applies to it (2-D matrices yes, norm weights no).
+typedef struct {
+    const char *name;
+    size_t offset, count;
+    int decay;
+} ParamRange;
+
+// A packed batch: sequence s occupies tokens[offsets[s] .. offsets[s+1]).
+// targets[i] is the id whose log-prob position i must produce (normally the
+// next token of the same sequence), or -1 where no logit is needed: the
+// vocab-sized classifier and softmax are skipped there.
+typedef struct {
+    int n_seqs;
+    const int *offsets; // (n_seqs + 1), offsets[0] == 0
+    const int *tokens;  // (N)
+    const int *targets; // (N)
+} ModelBatch;
+
+typedef struct Model Model;
+
+// Checks sizes and relations (dims positive, D % NH == 0, NH % NKV == 0,
+// HS even, products fit in size_t). 0 or -1 with err filled.
+int model_config_validate(const ModelConfig *c, BsError *err);
+size_t model_param_count(const ModelConfig *c);
+// Points t into a flat buffer of model_param_count(c) floats.
+void model_tensors(ModelTensors *t, float *flat, const ModelConfig *c);
+// Fills up to max ranges covering the flat buffer in order; returns how many.
+int model_param_ranges(const ModelConfig *c, ParamRange *out, int max);
+
+// Allocates a model with zeroed parameters; with_grads=0 makes a frozen model
+// (reference) that can run forward only. Caller frees with model_free.
+int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err);
+void model_free(Model *m);
+const ModelConfig *model_config(const Model *m);
+float *model_params(Model *m); // (P) flat, owned by the model
+float *model_grads(Model *m);  // (P) flat, NULL for a frozen model
+void model_zero_grads(Model *m);
+// Seeded, deterministic initialisation for from-scratch models: weights
+// N(0, 0.02) (output projections wo and w2 scaled by 1/sqrt(2L)), norms 1.
+void model_init_random(Model *m, unsigned long long seed);
+
+// Forward pass. logp (N) receives log softmax(logits_i)[targets[i]] for every
+// position with a target, 0 elsewhere. When keep_activations is set the
+// activations needed by model_backward are kept (the model must have grads).
+// Sequences longer than seq_len are an error.
+int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err);
+// Backward pass of the most recent forward on the same batch: dlogp (N) holds
+// dLoss/dlogp_i (0 where no target). Gradients are accumulated (+=).
+int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *err);
+
+#endif

@@ -1,0 +1,48 @@
+// preflight.h — the checks that decide whether a recipe can run, as typed
+// blockers ({code, field, message, hint}) instead of mid-run crashes.
+// Codes: missing_dependency, dataset_not_found, dataset_schema, dataset_empty,
+// model_not_found, model_invalid, tokenizer_mismatch, invalid_hyperparameter,
+// path_outside_data_root, insufficient_memory.
+#ifndef PREFLIGHT_H
+#define PREFLIGHT_H
+
+#include "bs.h"
+#include "recipe.h"
+
+typedef struct {
+    char code[40];
+    char field[64];
+    char message[512];
+    char hint[256];
+} Blocker;
+
+#define PREFLIGHT_MAX_ISSUES 32
+typedef struct {
+    int n_blockers, n_warnings;
+    Blocker blockers[PREFLIGHT_MAX_ISSUES];
+    Blocker warnings[PREFLIGHT_MAX_ISSUES];
+    long long parameters;   // policy parameters
+    long long memory_bytes; // policy + reference + grads + AdamW + activations
+    long long train_rows;   // usable rows after truncation
+    long long steps;        // optimizer steps the run will take
+} PreflightReport;
+
+typedef struct {
+    const char *data_root;        // NULL: no confinement (CLI); else every path must resolve inside
+    long long memory_limit_bytes; // 0: no limit
+    int preference_enabled;       // 0 when built without the preference trainer
+} PreflightOptions;
+
+// Rewrites every path of r (model, tokenizer, reference_model, train_file,
+// eval_file) relative to data_root into an absolute, symlink-resolved path.
+// A path leaving data_root adds a path_outside_data_root blocker.
+// Then checks files, data schema, model/tokenizer agreement, hyperparameters
+// and memory. Returns 0 when the checks ran (rep->n_blockers tells the
+// verdict), -1 only on an internal error (allocation).
+int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, BsError *err);
+void preflight_add(PreflightReport *rep, int warning, const char *code, const char *field,
+                   const char *hint, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+// JSON of the report: {"ok","blockers","warnings","estimate":{...}}; malloc'd.
+char *preflight_to_json(const PreflightReport *rep);
+
+#endif
