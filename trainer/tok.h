@@ -16,6 +16,9 @@ typedef struct Tokenizer Tokenizer;
 // Loads a llama2.c tokenizer.bin holding vocab_size entries (taken from the
 // model); a file with fewer entries or trailing garbage is an error.
 int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError *err);
+// Counts the entries of a llama2.c tokenizer.bin after validating its framing,
+// for callers with no model to take vocab_size from.
+int tok_count_llama2c(const char *path, int *count, BsError *err);
 int tok_create_bytes(Tokenizer **out, BsError *err);
 void tok_free(Tokenizer *t);
 
@@ -34,6 +37,7 @@ int tok_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, i
 char *tok_decode(const Tokenizer *t, const int *ids, int n, BsError *err);
 // The piece run.c prints for `token` following `prev` (static storage owned
 // by the tokenizer; valid until tok_free).
+// NULL when token is outside the vocabulary.
 const char *tok_piece(const Tokenizer *t, int prev, int token);
 
 #endif

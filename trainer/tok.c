@@ -1,0 +1,472 @@
+// tok.c — tokenizers. The llama2.c tokenizer.bin reader and encoder follow
+// llama2.c run.c (build_tokenizer / encode / decode) so that ids agree with
+// run.c bit for bit; the byte tokenizer serves models trained from scratch.
+//
+// Differences from run.c, all on inputs where run.c has undefined behaviour:
+// malformed files are rejected instead of overrunning buffers, a vocabulary
+// without a " " piece byte-encodes the dummy prefix instead of emitting -1,
+// and duplicate pieces resolve to the lowest id instead of whichever bsearch
+// happens to hit.
+#include "tok.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+// A piece longer than this is not a real tokenizer (Llama 2's longest is 27
+// bytes); the bound keeps 2 * max_token_length + 3 far from overflow.
+#define TOK_MAX_PIECE_LEN (1 << 20)
+
+// The llama2.c vocabulary reserves <unk>, <s>, </s> before the 256 byte pieces.
+#define LLAMA2C_BOS 1
+#define LLAMA2C_EOS 2
+#define LLAMA2C_BYTE_OFFSET 3
+
+enum { TOK_KIND_LLAMA2C = 1, TOK_KIND_BYTES = 2 };
+
+typedef struct {
+    const char *str;
+    int id;
+} TokenIndex;
+
+struct Tokenizer {
+    int kind;
+    int vocab_size;
+    int max_token_length;     // longest piece in bytes (llama2c only)
+    char **vocab;             // (V) NUL-terminated pieces pointing into arena
+    int *vocab_len;           // (V) strlen of each piece
+    float *scores;            // (V) merge priority, higher merges first
+    TokenIndex *sorted;       // (V) by (strcmp, id) for bsearch
+    char *arena;              // storage of all pieces
+    char byte_pieces[256 * 2]; // "b\0" for each byte value, as run.c
+};
+
+static void init_byte_pieces(Tokenizer *t) {
+    for (int i = 0; i < 256; i++) {
+        t->byte_pieces[i * 2] = (char)(unsigned char)i;
+        t->byte_pieces[i * 2 + 1] = '\0';
+    }
+}
+
+static int compare_tokens(const void *a, const void *b) {
+    const TokenIndex *x = a, *y = b;
+    int c = strcmp(x->str, y->str);
+    if (c != 0) return c;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int compare_str(const void *key, const void *elem) {
+    return strcmp((const char *)key, ((const TokenIndex *)elem)->str);
+}
+
+// Returns the lowest id whose piece equals str, or -1.
+static int str_lookup(const Tokenizer *t, const char *str) {
+    const TokenIndex *res =
+        bsearch(str, t->sorted, (size_t)t->vocab_size, sizeof(TokenIndex), compare_str);
+    if (!res) return -1;
+    while (res > t->sorted && strcmp(res[-1].str, str) == 0) res--;
+    return res->id;
+}
+
+static uint32_t rd_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int32_t rd_i32(const unsigned char *p) {
+    uint32_t u = rd_u32(p);
+    int32_t v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static float rd_f32(const unsigned char *p) {
+    uint32_t u = rd_u32(p);
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+// Reads a whole file into *buf (malloc'd, caller frees).
+static int read_file(const char *path, unsigned char **buf, size_t *size, BsError *err) {
+    *buf = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return bs_fail(err, "io", path, "cannot open tokenizer file %s", path);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return bs_fail(err, "io", path, "tokenizer %s is not a regular file", path);
+    }
+    if ((unsigned long long)st.st_size > (unsigned long long)INT_MAX) {
+        fclose(f);
+        return bs_fail(err, "invalid_tokenizer", path, "tokenizer %s is too large (%lld bytes)",
+                       path, (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *b = malloc(n ? n : 1);
+    if (!b) {
+        fclose(f);
+        return bs_fail(err, "out_of_memory", path, "cannot allocate %zu bytes for %s", n, path);
+    }
+    if (n && fread(b, 1, n, f) != n) {
+        free(b);
+        fclose(f);
+        return bs_fail(err, "io", path, "cannot read tokenizer %s", path);
+    }
+    fclose(f);
+    *buf = b;
+    *size = n;
+    return 0;
+}
+
+// Walks the records of a tokenizer.bin image: validates the framing of every
+// entry and counts them. With t non-NULL (t->vocab_size entries allocated) it
+// also copies the first t->vocab_size entries into t.
+static int scan_records(const unsigned char *buf, size_t size, const char *path, Tokenizer *t,
+                        int *count, BsError *err) {
+    if (size < 4)
+        return bs_fail(err, "invalid_tokenizer", path,
+                       "tokenizer %s is truncated: no max_token_length header", path);
+    int32_t max_len = rd_i32(buf);
+    if (max_len <= 0 || max_len > TOK_MAX_PIECE_LEN)
+        return bs_fail(err, "invalid_tokenizer", path,
+                       "tokenizer %s has an invalid max_token_length %d", path, (int)max_len);
+    size_t off = 4;
+    int n = 0;
+    char *dst = t ? t->arena : NULL;
+    while (off < size) {
+        if (n == INT_MAX)
+            return bs_fail(err, "invalid_tokenizer", path, "tokenizer %s has too many entries",
+                           path);
+        if (size - off < 8)
+            return bs_fail(err, "invalid_tokenizer", path,
+                           "tokenizer %s is truncated inside entry %d", path, n);
+        float score = rd_f32(buf + off);
+        int32_t len = rd_i32(buf + off + 4);
+        off += 8;
+        if (isnan(score))
+            return bs_fail(err, "invalid_tokenizer", path, "tokenizer %s entry %d has a NaN score",
+                           path, n);
+        if (len < 0 || len > max_len)
+            return bs_fail(err, "invalid_tokenizer", path,
+                           "tokenizer %s entry %d has length %d outside 0..%d", path, n, (int)len,
+                           (int)max_len);
+        if (size - off < (size_t)len)
+            return bs_fail(err, "invalid_tokenizer", path,
+                           "tokenizer %s is truncated inside entry %d", path, n);
+        if (memchr(buf + off, '\0', (size_t)len))
+            return bs_fail(err, "invalid_tokenizer", path,
+                           "tokenizer %s entry %d contains a NUL byte", path, n);
+        if (t && n < t->vocab_size) {
+            memcpy(dst, buf + off, (size_t)len);
+            dst[len] = '\0';
+            t->vocab[n] = dst;
+            t->vocab_len[n] = len;
+            t->scores[n] = score;
+            dst += len + 1;
+        }
+        off += (size_t)len;
+        n++;
+    }
+    if (t) t->max_token_length = max_len;
+    *count = n;
+    return 0;
+}
+
+// Counts the entries of a llama2.c tokenizer.bin (validating its framing), for
+// callers that have no model to take vocab_size from. 0 or -1 with err filled.
+int tok_count_llama2c(const char *path, int *count, BsError *err) {
+    unsigned char *buf = NULL;
+    size_t size = 0;
+    if (read_file(path, &buf, &size, err) != 0) return -1;
+    int rc = scan_records(buf, size, path, NULL, count, err);
+    free(buf);
+    return rc;
+}
+
+int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError *err) {
+    *out = NULL;
+    if (vocab_size < LLAMA2C_EOS + 1)
+        return bs_fail(err, "invalid_argument", "vocab_size",
+                       "vocab_size %d is too small for a llama2.c tokenizer", vocab_size);
+    unsigned char *buf = NULL;
+    size_t size = 0;
+    Tokenizer *t = NULL;
+    if (read_file(path, &buf, &size, err) != 0) goto fail;
+    t = calloc(1, sizeof *t);
+    if (!t) {
+        bs_fail(err, "out_of_memory", path, "cannot allocate a tokenizer");
+        goto fail;
+    }
+    t->kind = TOK_KIND_LLAMA2C;
+    t->vocab_size = vocab_size;
+    init_byte_pieces(t);
+    size_t v = (size_t)vocab_size;
+    t->vocab = malloc(v * sizeof *t->vocab);
+    t->vocab_len = malloc(v * sizeof *t->vocab_len);
+    t->scores = malloc(v * sizeof *t->scores);
+    t->sorted = malloc(v * sizeof *t->sorted);
+    // Each entry takes 8 + len bytes in the file and len + 1 in the arena.
+    t->arena = malloc(size ? size : 1);
+    if (!t->vocab || !t->vocab_len || !t->scores || !t->sorted || !t->arena) {
+        bs_fail(err, "out_of_memory", path, "cannot allocate a %d-entry vocabulary", vocab_size);
+        goto fail;
+    }
+    int count = 0;
+    if (scan_records(buf, size, path, t, &count, err) != 0) goto fail;
+    if (count != vocab_size) {
+        bs_fail(err, "tokenizer_mismatch", path,
+                "tokenizer %s holds %d entries but the model's vocab_size is %d", path, count,
+                vocab_size);
+        goto fail;
+    }
+    for (int i = 0; i < vocab_size; i++) {
+        t->sorted[i].str = t->vocab[i];
+        t->sorted[i].id = i;
+    }
+    qsort(t->sorted, v, sizeof(TokenIndex), compare_tokens);
+    free(buf);
+    *out = t;
+    return 0;
+fail:
+    free(buf);
+    tok_free(t);
+    return -1;
+}
+
+int tok_create_bytes(Tokenizer **out, BsError *err) {
+    *out = NULL;
+    Tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return bs_fail(err, "out_of_memory", "", "cannot allocate a tokenizer");
+    t->kind = TOK_KIND_BYTES;
+    t->vocab_size = TOK_BYTES_VOCAB;
+    init_byte_pieces(t);
+    *out = t;
+    return 0;
+}
+
+void tok_free(Tokenizer *t) {
+    if (!t) return;
+    free(t->vocab);
+    free(t->vocab_len);
+    free(t->scores);
+    free(t->sorted);
+    free(t->arena);
+    free(t);
+}
+
+int tok_vocab_size(const Tokenizer *t) {
+    return t->vocab_size;
+}
+
+int tok_bos(const Tokenizer *t) {
+    return t->kind == TOK_KIND_BYTES ? TOK_BYTES_BOS : LLAMA2C_BOS;
+}
+
+int tok_eos(const Tokenizer *t) {
+    return t->kind == TOK_KIND_BYTES ? TOK_BYTES_EOS : LLAMA2C_EOS;
+}
+
+// The id of the merged pair (a, b), or -1; buf holds 2 * max_token_length + 3.
+static int pair_lookup(const Tokenizer *t, int a, int b, char *buf) {
+    memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
+    memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
+    buf[t->vocab_len[a] + t->vocab_len[b]] = '\0';
+    return str_lookup(t, buf);
+}
+
+// run.c encode(): the merge loop there rebuilds every adjacent pair on each
+// pass; caching each pair's merge id keeps its exact choice (highest score
+// above -1e10, leftmost on ties) while making a pass O(n) integer work.
+static int encode_llama2c(const Tokenizer *t, const char *text, int add_bos, int add_eos,
+                          int *tokens, int *n_tokens, BsError *err) {
+    int n = 0;
+    int *pair_id = NULL;
+    float *pair_score = NULL;
+    char *buf = malloc((size_t)t->max_token_length * 2 + 3);
+    if (!buf) return bs_fail(err, "out_of_memory", "", "cannot allocate the merge buffer");
+
+    if (add_bos) tokens[n++] = LLAMA2C_BOS;
+    // sentencepiece's add_dummy_prefix, applied only to non-empty text as run.c
+    if (text[0] != '\0') {
+        int id = str_lookup(t, " ");
+        if (id == -1) id = ' ' + LLAMA2C_BYTE_OFFSET;
+        if (id >= t->vocab_size) goto unencodable;
+        tokens[n++] = id;
+    }
+    // One token per UTF-8 codepoint when the vocabulary has it, else its bytes.
+    size_t str_len = 0;
+    for (const char *c = text; *c != '\0'; c++) {
+        if ((*c & 0xC0) != 0x80) str_len = 0; // ASCII or a leading byte starts a codepoint
+        buf[str_len++] = *c;
+        buf[str_len] = '\0';
+        if ((*(c + 1) & 0xC0) == 0x80 && str_len < 4) continue;
+        int id = str_lookup(t, buf);
+        if (id != -1) {
+            tokens[n++] = id;
+        } else {
+            for (size_t i = 0; i < str_len; i++) {
+                int b = (unsigned char)buf[i] + LLAMA2C_BYTE_OFFSET;
+                if (b >= t->vocab_size) goto unencodable;
+                tokens[n++] = b;
+            }
+        }
+        str_len = 0; // a run of stray continuation bytes starts over
+    }
+
+    if (n > 1) {
+        pair_id = malloc((size_t)(n - 1) * sizeof *pair_id);
+        pair_score = malloc((size_t)(n - 1) * sizeof *pair_score);
+        if (!pair_id || !pair_score) {
+            bs_fail(err, "out_of_memory", "", "cannot allocate %d merge candidates", n - 1);
+            goto fail;
+        }
+        for (int i = 0; i < n - 1; i++) {
+            pair_id[i] = pair_lookup(t, tokens[i], tokens[i + 1], buf);
+            pair_score[i] = pair_id[i] != -1 ? t->scores[pair_id[i]] : 0.0f;
+        }
+    }
+    for (;;) {
+        float best_score = -1e10f;
+        int best_idx = -1;
+        for (int i = 0; i < n - 1; i++) {
+            if (pair_id[i] != -1 && pair_score[i] > best_score) {
+                best_score = pair_score[i];
+                best_idx = i;
+            }
+        }
+        if (best_idx == -1) break;
+        tokens[best_idx] = pair_id[best_idx];
+        memmove(tokens + best_idx + 1, tokens + best_idx + 2,
+                (size_t)(n - best_idx - 2) * sizeof *tokens);
+        // pair j (tokens j, j+1) for j >= best_idx + 2 moves to j - 1
+        if (n - best_idx - 3 > 0) {
+            memmove(pair_id + best_idx + 1, pair_id + best_idx + 2,
+                    (size_t)(n - best_idx - 3) * sizeof *pair_id);
+            memmove(pair_score + best_idx + 1, pair_score + best_idx + 2,
+                    (size_t)(n - best_idx - 3) * sizeof *pair_score);
+        }
+        n--;
+        for (int i = best_idx - 1; i <= best_idx; i++) {
+            if (i < 0 || i >= n - 1) continue;
+            pair_id[i] = pair_lookup(t, tokens[i], tokens[i + 1], buf);
+            pair_score[i] = pair_id[i] != -1 ? t->scores[pair_id[i]] : 0.0f;
+        }
+    }
+
+    if (add_eos) tokens[n++] = LLAMA2C_EOS;
+    *n_tokens = n;
+    free(buf);
+    free(pair_id);
+    free(pair_score);
+    return 0;
+unencodable:
+    bs_fail(err, "unencodable_text", "text",
+            "the %d-entry vocabulary has no byte-fallback pieces for this text", t->vocab_size);
+fail:
+    free(buf);
+    free(pair_id);
+    free(pair_score);
+    return -1;
+}
+
+int tok_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int **ids, int *n,
+               BsError *err) {
+    *ids = NULL;
+    *n = 0;
+    if (!text) return bs_fail(err, "invalid_argument", "text", "text is NULL");
+    size_t len = strlen(text);
+    // BOS + dummy prefix + at most one token per byte + EOS
+    if (len > (size_t)INT_MAX - 3)
+        return bs_fail(err, "invalid_argument", "text", "text of %zu bytes is too long", len);
+    int *tokens = malloc((len + 3) * sizeof *tokens);
+    if (!tokens)
+        return bs_fail(err, "out_of_memory", "text", "cannot allocate %zu token ids", len + 3);
+    int count = 0;
+    if (t->kind == TOK_KIND_BYTES) {
+        if (add_bos) tokens[count++] = TOK_BYTES_BOS;
+        for (size_t i = 0; i < len; i++) tokens[count++] = (unsigned char)text[i];
+        if (add_eos) tokens[count++] = TOK_BYTES_EOS;
+    } else if (encode_llama2c(t, text, add_bos, add_eos, tokens, &count, err) != 0) {
+        free(tokens);
+        return -1;
+    }
+    *ids = tokens;
+    *n = count;
+    return 0;
+}
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+const char *tok_piece(const Tokenizer *t, int prev, int token) {
+    if (token < 0 || token >= t->vocab_size) return NULL;
+    if (t->kind == TOK_KIND_BYTES) return token < 256 ? t->byte_pieces + token * 2 : "";
+    const char *piece = t->vocab[token];
+    // sentencepiece's decoder strips the dummy-prefix space after BOS
+    if (prev == LLAMA2C_BOS && piece[0] == ' ') piece++;
+    if (piece[0] == '<' && piece[1] == '0' && piece[2] == 'x' && piece[5] == '>' &&
+        piece[6] == '\0') {
+        int hi = hex_value(piece[3]), lo = hex_value(piece[4]);
+        if (hi >= 0 && lo >= 0) return t->byte_pieces + (hi * 16 + lo) * 2;
+    }
+    return piece;
+}
+
+char *tok_decode(const Tokenizer *t, const int *ids, int n, BsError *err) {
+    size_t cap = 64, len = 0;
+    char *out = malloc(cap);
+    if (!out) {
+        bs_fail(err, "out_of_memory", "", "cannot allocate the decoded text");
+        return NULL;
+    }
+    int prev = -1;
+    for (int i = 0; i < n; i++) {
+        int id = ids[i];
+        if (id < 0 || id >= t->vocab_size) {
+            free(out);
+            bs_fail(err, "invalid_token", "ids", "token id %d at position %d is outside 0..%d",
+                    id, i, t->vocab_size - 1);
+            return NULL;
+        }
+        const char *piece;
+        size_t plen;
+        if (id == tok_bos(t) || id == tok_eos(t) ||
+            (t->kind == TOK_KIND_BYTES && id == TOK_BYTES_PAD)) {
+            piece = "";
+            plen = 0;
+        } else if (t->kind == TOK_KIND_BYTES) {
+            // byte 0 is a real byte here, so no strlen
+            piece = t->byte_pieces + id * 2;
+            plen = 1;
+        } else {
+            piece = tok_piece(t, prev, id);
+            // <0x00> decodes to an empty C string, as run.c prints it
+            plen = strlen(piece);
+        }
+        prev = id;
+        if (len + plen + 1 > cap) {
+            while (len + plen + 1 > cap) cap *= 2;
+            char *grown = realloc(out, cap);
+            if (!grown) {
+                free(out);
+                bs_fail(err, "out_of_memory", "", "cannot grow the decoded text to %zu bytes",
+                        cap);
+                return NULL;
+            }
+            out = grown;
+        }
+        memcpy(out + len, piece, plen);
+        len += plen;
+    }
+    out[len] = '\0';
+    return out;
+}
