@@ -88,8 +88,8 @@ static int open_checked(const char *path, ModelConfig *cfg, int *fd_out, BsError
     if (actual < HEADER_BYTES) {
         close(fd);
         return bs_fail(err, "model_invalid", path,
-                       "model file %s is %zu bytes, shorter than the 28-byte llama2.c header",
-                       path, actual);
+                       "model file %s is %zu bytes, shorter than the 28-byte llama2.c header", path,
+                       actual);
     }
     if (read_full(fd, h, sizeof h, 0) != 0) {
         int e = errno;

@@ -71,6 +71,12 @@ void model_tensors(ModelTensors *t, float *flat, const ModelConfig *c);
 // Fills up to max ranges covering the flat buffer in order; returns how many.
 int model_param_ranges(const ModelConfig *c, ParamRange *out, int max);
 
+// Bytes of activation and scratch buffers a model allocates for a batch of
+// n_tokens tokens whose longest sequence has max_seq tokens (every token
+// assumed to have a target); backward=1 for a training model (all layers'
+// activations kept plus gradient buffers). SIZE_MAX when it overflows.
+size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, int backward);
+
 // Allocates a model with zeroed parameters; with_grads=0 makes a frozen model
 // (reference) that can run forward only. Caller frees with model_free.
 int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err);

@@ -30,7 +30,8 @@ void embedding_backward(float *demb, const float *dout, const int *tokens, int N
     for (int i = 0; i < N; i++) {
         float *dst = demb + (size_t)tokens[i] * D;
         const float *src = dout + (size_t)i * D;
-        for (int d = 0; d < D; d++) dst[d] += src[d];
+        for (int d = 0; d < D; d++)
+            dst[d] += src[d];
     }
 }
 
@@ -40,10 +41,12 @@ void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, in
         const float *xi = x + (size_t)i * D;
         float *oi = out + (size_t)i * D;
         float ss = 0.0f;
-        for (int d = 0; d < D; d++) ss += xi[d] * xi[d];
+        for (int d = 0; d < D; d++)
+            ss += xi[d] * xi[d];
         float r = 1.0f / sqrtf(ss / (float)D + eps);
         rstd[i] = r;
-        for (int d = 0; d < D; d++) oi[d] = w[d] * (r * xi[d]);
+        for (int d = 0; d < D; d++)
+            oi[d] = w[d] * (r * xi[d]);
     }
 }
 
@@ -57,7 +60,8 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
         // y = w * xhat, xhat = x * r, dr/dx = -r^3 x / D:
         // dx = r * (g*w - xhat * mean(g*w*xhat))
         float dot = 0.0f;
-        for (int d = 0; d < D; d++) dot += gi[d] * w[d] * (xi[d] * r);
+        for (int d = 0; d < D; d++)
+            dot += gi[d] * w[d] * (xi[d] * r);
         dot /= (float)D;
         for (int d = 0; d < D; d++) {
             float xhat = xi[d] * r;
@@ -77,20 +81,22 @@ void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp
                      int N, int C_in, int C_out) {
     if (N == 0) return;
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C_in, C_out, 1.0f, dout, C_out,
-                    w, C_in, 1.0f, dinp, C_in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C_in, C_out, 1.0f, dout, C_out, w,
+                    C_in, 1.0f, dinp, C_in);
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, C_in, N, 1.0f, dout, C_out,
-                    inp, C_in, 1.0f, dw, C_in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, C_in, N, 1.0f, dout, C_out, inp,
+                    C_in, 1.0f, dw, C_in);
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
 }
 
 void ops_positions(int *pos, const int *offsets, int n_seqs) {
     for (int s = 0; s < n_seqs; s++)
-        for (int i = offsets[s]; i < offsets[s + 1]; i++) pos[i] = i - offsets[s];
+        for (int i = offsets[s]; i < offsets[s + 1]; i++)
+            pos[i] = i - offsets[s];
 }
 
 // Rotates each pair by +angle (dir = 1) or -angle (dir = -1, the transpose).
@@ -147,15 +153,18 @@ void attention_forward(float *out, float *row_max, float *row_inv, float *scratc
             for (int i = 0; i < T; i++) {
                 float *row = S + (size_t)i * T;
                 float mx = row[0];
-                for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int j = 1; j <= i; j++)
+                    mx = row[j] > mx ? row[j] : mx;
                 float sum = 0.0f;
                 for (int j = 0; j <= i; j++) {
                     row[j] = expf(row[j] - mx);
                     sum += row[j];
                 }
                 float inv = 1.0f / sum;
-                for (int j = 0; j <= i; j++) row[j] *= inv;
-                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+                for (int j = 0; j <= i; j++)
+                    row[j] *= inv;
+                for (int j = i + 1; j < T; j++)
+                    row[j] = 0.0f;
                 row_max[(size_t)(o + i) * NH + h] = mx;
                 row_inv[(size_t)(o + i) * NH + h] = inv;
             }
@@ -186,8 +195,10 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                 float *row = P + (size_t)i * T;
                 float mx = row_max[(size_t)(o + i) * NH + h];
                 float inv = row_inv[(size_t)(o + i) * NH + h];
-                for (int j = 0; j <= i; j++) row[j] = expf(row[j] - mx) * inv;
-                for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+                for (int j = 0; j <= i; j++)
+                    row[j] = expf(row[j] - mx) * inv;
+                for (int j = i + 1; j < T; j++)
+                    row[j] = 0.0f;
             }
             // dP (T, T) = dOut_h V^T
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dout + qoff, C,
@@ -200,9 +211,12 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                 const float *p = P + (size_t)i * T;
                 float *g = dP + (size_t)i * T;
                 float dot = 0.0f;
-                for (int j = 0; j <= i; j++) dot += p[j] * g[j];
-                for (int j = 0; j <= i; j++) g[j] = p[j] * (g[j] - dot);
-                for (int j = i + 1; j < T; j++) g[j] = 0.0f;
+                for (int j = 0; j <= i; j++)
+                    dot += p[j] * g[j];
+                for (int j = 0; j <= i; j++)
+                    g[j] = p[j] * (g[j] - dot);
+                for (int j = i + 1; j < T; j++)
+                    g[j] = 0.0f;
             }
             // dQ_h += scale dS K_kh; dK_kh += scale dS^T Q_h
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, scale, dP, T,
@@ -218,7 +232,8 @@ static inline float sigmoidf(float x) {
 }
 
 void swiglu_forward(float *out, const float *h1, const float *h3, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
+    for (size_t i = 0; i < n; i++)
+        out[i] = h1[i] * sigmoidf(h1[i]) * h3[i];
 }
 
 void swiglu_backward(float *dh1, float *dh3, const float *dout, const float *h1, const float *h3,
@@ -240,7 +255,8 @@ void logsoftmax_gather_forward(float *logp, float *probs, const float *x, const 
     for (int i = 0; i < M; i++) {
         float *row = probs + (size_t)i * V;
         float mx = row[0];
-        for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int j = 1; j < V; j++)
+            mx = row[j] > mx ? row[j] : mx;
         // The sum runs in double: V can be 32000 terms.
         double sum = 0.0;
         float target_logit = row[targets[i]];
@@ -249,19 +265,21 @@ void logsoftmax_gather_forward(float *logp, float *probs, const float *x, const 
             sum += row[j];
         }
         float inv = (float)(1.0 / sum);
-        for (int j = 0; j < V; j++) row[j] *= inv;
+        for (int j = 0; j < V; j++)
+            row[j] *= inv;
         logp[i] = (float)((double)target_logit - (double)mx - log(sum));
     }
 }
 
 void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const float *dlogp,
-                                const float *x, const float *wcls, const int *targets, int M,
-                                int D, int V) {
+                                const float *x, const float *wcls, const int *targets, int M, int D,
+                                int V) {
     if (M == 0) return;
     for (int i = 0; i < M; i++) {
         float *row = probs + (size_t)i * V;
         float g = dlogp[i];
-        for (int j = 0; j < V; j++) row[j] = -g * row[j];
+        for (int j = 0; j < V; j++)
+            row[j] = -g * row[j];
         row[targets[i]] += g;
     }
     if (dx)

@@ -91,7 +91,7 @@ void logsoftmax_gather_forward(float *logp, float *probs, const float *x, const 
 // probs; then dx (M, D) += dlogits @ wcls and dwcls (V, D) += dlogits^T @ x.
 // dx or dwcls may be NULL.
 void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const float *dlogp,
-                                const float *x, const float *wcls, const int *targets, int M,
-                                int D, int V);
+                                const float *x, const float *wcls, const int *targets, int M, int D,
+                                int V);
 
 #endif
