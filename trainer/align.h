@@ -36,7 +36,9 @@ typedef struct {
 
 // Computes loss, gradients and metrics for one micro-batch of method/loss
 // type/beta/label_smoothing from r. Returns -1 with err "nan_loss" when the
-// loss is not finite.
+// loss is not finite. out->metrics is reset (step 0, TRL's names); an empty
+// micro-batch, a sequence with no tokens to score or a missing array for the
+// method is err "invalid_batch".
 int align_compute(const Recipe *r, const AlignBatch *b, AlignResult *out, BsError *err);
 
 #endif

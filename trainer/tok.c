@@ -36,12 +36,12 @@ typedef struct {
 struct Tokenizer {
     int kind;
     int vocab_size;
-    int max_token_length;     // longest piece in bytes (llama2c only)
-    char **vocab;             // (V) NUL-terminated pieces pointing into arena
-    int *vocab_len;           // (V) strlen of each piece
-    float *scores;            // (V) merge priority, higher merges first
-    TokenIndex *sorted;       // (V) by (strcmp, id) for bsearch
-    char *arena;              // storage of all pieces
+    int max_token_length;      // longest piece in bytes (llama2c only)
+    char **vocab;              // (V) NUL-terminated pieces pointing into arena
+    int *vocab_len;            // (V) strlen of each piece
+    float *scores;             // (V) merge priority, higher merges first
+    TokenIndex *sorted;        // (V) by (strcmp, id) for bsearch
+    char *arena;               // storage of all pieces
     char byte_pieces[256 * 2]; // "b\0" for each byte value, as run.c
 };
 
@@ -68,7 +68,8 @@ static int str_lookup(const Tokenizer *t, const char *str) {
     const TokenIndex *res =
         bsearch(str, t->sorted, (size_t)t->vocab_size, sizeof(TokenIndex), compare_str);
     if (!res) return -1;
-    while (res > t->sorted && strcmp(res[-1].str, str) == 0) res--;
+    while (res > t->sorted && strcmp(res[-1].str, str) == 0)
+        res--;
     return res->id;
 }
 
@@ -220,8 +221,7 @@ int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError 
     if (scan_records(buf, size, path, t, &count, err) != 0) goto fail;
     if (count != vocab_size) {
         bs_fail(err, "tokenizer_mismatch", path,
-                "tokenizer %s holds %d entries but the model's vocab_size is %d", path, count,
-                vocab_size);
+                "tokenizer %s holds %d entries, expected vocab_size %d", path, count, vocab_size);
         goto fail;
     }
     for (int i = 0; i < vocab_size; i++) {
@@ -389,7 +389,8 @@ int tok_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, i
     int count = 0;
     if (t->kind == TOK_KIND_BYTES) {
         if (add_bos) tokens[count++] = TOK_BYTES_BOS;
-        for (size_t i = 0; i < len; i++) tokens[count++] = (unsigned char)text[i];
+        for (size_t i = 0; i < len; i++)
+            tokens[count++] = (unsigned char)text[i];
         if (add_eos) tokens[count++] = TOK_BYTES_EOS;
     } else if (encode_llama2c(t, text, add_bos, add_eos, tokens, &count, err) != 0) {
         free(tokens);
@@ -433,8 +434,8 @@ char *tok_decode(const Tokenizer *t, const int *ids, int n, BsError *err) {
         int id = ids[i];
         if (id < 0 || id >= t->vocab_size) {
             free(out);
-            bs_fail(err, "invalid_token", "ids", "token id %d at position %d is outside 0..%d",
-                    id, i, t->vocab_size - 1);
+            bs_fail(err, "invalid_token", "ids", "token id %d at position %d is outside 0..%d", id,
+                    i, t->vocab_size - 1);
             return NULL;
         }
         const char *piece;
@@ -454,12 +455,12 @@ char *tok_decode(const Tokenizer *t, const int *ids, int n, BsError *err) {
         }
         prev = id;
         if (len + plen + 1 > cap) {
-            while (len + plen + 1 > cap) cap *= 2;
+            while (len + plen + 1 > cap)
+                cap *= 2;
             char *grown = realloc(out, cap);
             if (!grown) {
                 free(out);
-                bs_fail(err, "out_of_memory", "", "cannot grow the decoded text to %zu bytes",
-                        cap);
+                bs_fail(err, "out_of_memory", "", "cannot grow the decoded text to %zu bytes", cap);
                 return NULL;
             }
             out = grown;

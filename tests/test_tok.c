@@ -1,0 +1,391 @@
+// test_tok.c — tokenizers: known Llama 2 encodings, agreement with a direct
+// transcription of llama2.c run.c's encode() on random text, decode round
+// trips (unicode, byte fallback), the byte tokenizer, and malformed files.
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+#include "tok.h"
+
+#define LLAMA2_TOK "../shared/models/llama2-tokenizer.bin"
+#define AIDREAMS_TOK "../shared/models/aidreams260K-tok512.bin"
+
+static int ids_equal(const int *a, int na, const int *b, int nb) {
+    if (na != nb) return 0;
+    for (int i = 0; i < na; i++)
+        if (a[i] != b[i]) return 0;
+    return 1;
+}
+
+static void print_ids(const char *label, const int *ids, int n) {
+    fprintf(stderr, "%s [", label);
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%s%d", i ? ", " : "", ids[i]);
+    fprintf(stderr, "]\n");
+}
+
+static void check_encoding(const Tokenizer *t, const char *text, int bos, int eos, const int *want,
+                           int n_want) {
+    BsError err = {0};
+    int *ids = NULL, n = 0;
+    int rc = tok_encode(t, text, bos, eos, &ids, &n, &err);
+    CHECK_MSG(rc == 0, "encode(\"%s\"): %s", text, err.message);
+    if (rc == 0 && !ids_equal(ids, n, want, n_want)) {
+        CHECK_MSG(0, "encoding of \"%s\" differs", text);
+        print_ids("  got ", ids, n);
+        print_ids("  want", want, n_want);
+    }
+    free(ids);
+}
+
+static void check_round_trip(const Tokenizer *t, const char *text) {
+    BsError err = {0};
+    int *ids = NULL, n = 0;
+    int rc = tok_encode(t, text, 1, 0, &ids, &n, &err);
+    CHECK_MSG(rc == 0, "encode(\"%s\"): %s", text, err.message);
+    if (rc != 0) return;
+    char *back = tok_decode(t, ids, n, &err);
+    CHECK_MSG(back != NULL, "decode: %s", err.message);
+    if (back) CHECK_MSG(strcmp(back, text) == 0, "round trip \"%s\" -> \"%s\"", text, back);
+    free(back);
+    free(ids);
+}
+
+// ---------------------------------------------------------------------------
+// Reference: llama2.c run.c's encode(), transcribed with a linear-scan
+// lookup over an independently parsed tokenizer.bin.
+
+typedef struct {
+    int n;
+    char **vocab;
+    float *scores;
+    int max_len;
+} RefVocab;
+
+static int ref_load(RefVocab *r, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    int32_t max_len;
+    if (fread(&max_len, 4, 1, f) != 1) return fclose(f), -1;
+    r->max_len = max_len;
+    r->n = 0;
+    r->vocab = NULL;
+    r->scores = NULL;
+    for (;;) {
+        float score;
+        int32_t len;
+        if (fread(&score, 4, 1, f) != 1) break;
+        if (fread(&len, 4, 1, f) != 1) return fclose(f), -1;
+        r->vocab = realloc(r->vocab, (size_t)(r->n + 1) * sizeof *r->vocab);
+        r->scores = realloc(r->scores, (size_t)(r->n + 1) * sizeof *r->scores);
+        char *s = malloc((size_t)len + 1);
+        if (!r->vocab || !r->scores || !s) return fclose(f), -1;
+        if (len && fread(s, (size_t)len, 1, f) != 1) return fclose(f), -1;
+        s[len] = '\0';
+        r->vocab[r->n] = s;
+        r->scores[r->n] = score;
+        r->n++;
+    }
+    fclose(f);
+    return 0;
+}
+
+static void ref_free(RefVocab *r) {
+    for (int i = 0; i < r->n; i++)
+        free(r->vocab[i]);
+    free(r->vocab);
+    free(r->scores);
+}
+
+static int ref_lookup(const RefVocab *r, const char *s) {
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->vocab[i], s) == 0) return i;
+    return -1;
+}
+
+static int ref_encode(const RefVocab *r, const char *text, int bos, int eos, int *tokens) {
+    char *buf = malloc((size_t)r->max_len * 2 + 3);
+    int n = 0;
+    size_t str_len = 0;
+    if (bos) tokens[n++] = 1;
+    if (text[0] != '\0') tokens[n++] = ref_lookup(r, " ");
+    for (const char *c = text; *c != '\0'; c++) {
+        if ((*c & 0xC0) != 0x80) str_len = 0;
+        buf[str_len++] = *c;
+        buf[str_len] = '\0';
+        if ((*(c + 1) & 0xC0) == 0x80 && str_len < 4) continue;
+        int id = ref_lookup(r, buf);
+        if (id != -1) {
+            tokens[n++] = id;
+        } else {
+            for (size_t i = 0; i < str_len; i++)
+                tokens[n++] = (unsigned char)buf[i] + 3;
+        }
+        str_len = 0;
+    }
+    while (1) {
+        float best_score = -1e10;
+        int best_id = -1, best_idx = -1;
+        for (int i = 0; i < n - 1; i++) {
+            sprintf(buf, "%s%s", r->vocab[tokens[i]], r->vocab[tokens[i + 1]]);
+            int id = ref_lookup(r, buf);
+            if (id != -1 && r->scores[id] > best_score) {
+                best_score = r->scores[id];
+                best_id = id;
+                best_idx = i;
+            }
+        }
+        if (best_idx == -1) break;
+        tokens[best_idx] = best_id;
+        for (int i = best_idx + 1; i < n - 1; i++)
+            tokens[i] = tokens[i + 1];
+        n--;
+    }
+    if (eos) tokens[n++] = 2;
+    free(buf);
+    return n;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+// Random text mixing ASCII words, spaces, newlines, accented letters, CJK,
+// emoji and the odd stray continuation byte.
+static void random_text(char *out, int max_units) {
+    // clang-format off
+    static const char *units[] = {
+        "the", " ", "  ", "\n", "Hello", "world", "ing", "a", "e", "\xC3\xA9", "\xC3\xB6",
+        "\xE6\x97\xA5", "\xE6\x9C\xAC", "\xF0\x9F\x98\x80", "\xF0\x9F\x9A\x80", ",", ".", "Once",
+        "\x80", "x", "Z", "7", "\t", "\xE2\x80\x94", "==", "xx"};
+    // clang-format on
+    int n = 1 + (int)(rnd() % (uint32_t)max_units);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++)
+        strcat(out, units[rnd() % (sizeof units / sizeof units[0])]);
+}
+
+static void check_against_reference(const Tokenizer *t, const char *path, int trials) {
+    RefVocab r = {0};
+    if (ref_load(&r, path) != 0) {
+        CHECK_MSG(0, "cannot read %s", path);
+        return;
+    }
+    char text[512];
+    int ref_ids[600];
+    int mismatches = 0;
+    // Runs of one character make equal-score merge candidates overlap, where
+    // only run.c's leftmost-first choice gives its ids.
+    static const char *fixed[] = {"=====", "xxxxxxx", "aaaaa", "   x", "eeee ee", "\x80\x80\x80"};
+    int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    for (int k = 0; k < n_fixed + trials; k++) {
+        if (k < n_fixed)
+            strcpy(text, fixed[k]);
+        else
+            random_text(text, 40);
+        int bos = (int)(rnd() & 1), eos = (int)(rnd() & 1);
+        int nref = ref_encode(&r, text, bos, eos, ref_ids);
+        int *ids = NULL, n = 0;
+        BsError err = {0};
+        CHECK_MSG(tok_encode(t, text, bos, eos, &ids, &n, &err) == 0, "%s", err.message);
+        if (!ids_equal(ids, n, ref_ids, nref)) {
+            if (mismatches++ < 3) {
+                fprintf(stderr, "mismatch on \"%s\"\n", text);
+                print_ids("  got ", ids, n);
+                print_ids("  ref ", ref_ids, nref);
+            }
+        }
+        free(ids);
+    }
+    CHECK_INT_EQ(mismatches, 0);
+    ref_free(&r);
+}
+
+// ---------------------------------------------------------------------------
+
+static int write_bytes(char *path, const void *data, size_t len) {
+    strcpy(path, "/tmp/test_tok_XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    int ok = write(fd, data, len) == (ssize_t)len;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+static unsigned char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)sz);
+    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = (size_t)sz;
+    return b;
+}
+
+static void test_llama2(void) {
+    BsError err = {0};
+    Tokenizer *t = NULL;
+    CHECK_MSG(tok_load_llama2c(&t, LLAMA2_TOK, 32000, &err) == 0, "%s", err.message);
+    if (!t) return;
+    CHECK_INT_EQ(tok_vocab_size(t), 32000);
+    CHECK_INT_EQ(tok_bos(t), 1);
+    CHECK_INT_EQ(tok_eos(t), 2);
+
+    // Known Llama 2 sentencepiece encodings.
+    check_encoding(t, "Hello world", 1, 0, (int[]){1, 15043, 3186}, 3);
+    check_encoding(t, "Hello world", 0, 1, (int[]){15043, 3186, 2}, 3);
+    check_encoding(t, "Once upon a time", 1, 0, (int[]){1, 9038, 2501, 263, 931}, 5);
+    // U+1F600 is not a piece: the dummy prefix then its 4 bytes + 3 (byte fallback)
+    check_encoding(t, "\xF0\x9F\x98\x80", 1, 0,
+                   (int[]){1, 29871, 0xF0 + 3, 0x9F + 3, 0x98 + 3, 0x80 + 3}, 6);
+    // empty text: no dummy prefix
+    check_encoding(t, "", 1, 0, (int[]){1}, 1);
+    check_encoding(t, "", 1, 1, (int[]){1, 2}, 2);
+    int *ids = NULL, n = -1;
+    CHECK(tok_encode(t, "", 0, 0, &ids, &n, &err) == 0);
+    CHECK_INT_EQ(n, 0);
+    char *s = tok_decode(t, ids, n, &err);
+    CHECK(s && s[0] == '\0');
+    free(s);
+    free(ids);
+
+    check_round_trip(t, "Hello world");
+    check_round_trip(t, "héllo wörld — 日本語 😀🚀 ok");
+    check_round_trip(t, "tabs\tand\nnewlines\n\n  double  spaces");
+    check_round_trip(t, "ﬁ ∑ ∞ 🧪🫖");
+
+    // decode: BOS/EOS dropped, space after BOS stripped, <0xNN> bytes joined
+    int seq[] = {1, 29871, 0xF0 + 3, 0x9F + 3, 0x98 + 3, 0x80 + 3, 3186, 2};
+    s = tok_decode(t, seq, 8, &err);
+    CHECK(s && strcmp(s, "\xF0\x9F\x98\x80 world") == 0);
+    free(s);
+    s = tok_decode(t, (int[]){15043, 3186}, 2, &err);
+    CHECK(s && strcmp(s, " Hello world") == 0); // no BOS: nothing stripped, as run.c
+    free(s);
+    CHECK(strcmp(tok_piece(t, 1, 15043), "Hello") == 0);
+    CHECK(strcmp(tok_piece(t, 15043, 3186), " world") == 0);
+    CHECK(strcmp(tok_piece(t, 0, 0x41 + 3), "A") == 0);
+    CHECK(tok_piece(t, 1, 32000) == NULL);
+    bs_error_clear(&err);
+    CHECK(tok_decode(t, (int[]){1, 32000}, 2, &err) == NULL);
+    CHECK(strcmp(err.code, "invalid_token") == 0);
+
+    check_against_reference(t, LLAMA2_TOK, 20);
+    tok_free(t);
+}
+
+static void test_aidreams(void) {
+    BsError err = {0};
+    Tokenizer *t = NULL;
+    int count = 0;
+    CHECK_MSG(tok_count_llama2c(AIDREAMS_TOK, &count, &err) == 0, "%s", err.message);
+    CHECK_INT_EQ(count, 512);
+    CHECK_MSG(tok_load_llama2c(&t, AIDREAMS_TOK, 512, &err) == 0, "%s", err.message);
+    if (!t) return;
+    check_round_trip(t, "Echoes of vectors unfold, a gentle hum");
+    check_round_trip(t, "ünïcödé 🎉 falls back to bytes");
+    check_against_reference(t, AIDREAMS_TOK, 300);
+    tok_free(t);
+
+    // one entry more or fewer than the file holds
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, AIDREAMS_TOK, 513, &err) == -1 && t == NULL);
+    CHECK_MSG(strcmp(err.code, "tokenizer_mismatch") == 0, "code %s", err.code);
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, AIDREAMS_TOK, 511, &err) == -1 && t == NULL);
+    CHECK_MSG(strcmp(err.code, "tokenizer_mismatch") == 0, "code %s", err.code);
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, LLAMA2_TOK, 512, &err) == -1);
+    CHECK_MSG(strcmp(err.code, "tokenizer_mismatch") == 0, "code %s", err.code);
+}
+
+static void test_malformed(void) {
+    size_t len = 0;
+    unsigned char *img = slurp(AIDREAMS_TOK, &len);
+    CHECK(img != NULL && len > 100);
+    if (!img) return;
+    char path[64];
+    BsError err;
+    Tokenizer *t = NULL;
+
+    // cut inside an entry's payload, inside a header, and inside the file header
+    size_t cuts[] = {len - 1, len - 3 - 4, 2};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        CHECK(write_bytes(path, img, cuts[k]) == 0);
+        bs_error_clear(&err);
+        CHECK(tok_load_llama2c(&t, path, 512, &err) == -1 && t == NULL);
+        CHECK_MSG(strcmp(err.code, "invalid_tokenizer") == 0, "cut %zu: code %s", cuts[k],
+                  err.code);
+        unlink(path);
+    }
+
+    // an entry longer than max_token_length, and a negative length
+    unsigned char *bad = malloc(len);
+    memcpy(bad, img, len);
+    int32_t big = 11, neg = -1;
+    memcpy(bad + 4 + 4, &big, 4); // entry 0 length field
+    CHECK(write_bytes(path, bad, len) == 0);
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, path, 512, &err) == -1);
+    CHECK_MSG(strcmp(err.code, "invalid_tokenizer") == 0, "code %s", err.code);
+    unlink(path);
+    memcpy(bad, img, len);
+    memcpy(bad, &neg, 4); // max_token_length
+    CHECK(write_bytes(path, bad, len) == 0);
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, path, 512, &err) == -1);
+    CHECK_MSG(strcmp(err.code, "invalid_tokenizer") == 0, "code %s", err.code);
+    unlink(path);
+    free(bad);
+    free(img);
+
+    bs_error_clear(&err);
+    CHECK(tok_load_llama2c(&t, "../shared/models/does-not-exist.bin", 512, &err) == -1);
+    CHECK(strcmp(err.code, "io") == 0);
+}
+
+static void test_bytes(void) {
+    BsError err = {0};
+    Tokenizer *t = NULL;
+    CHECK(tok_create_bytes(&t, &err) == 0);
+    if (!t) return;
+    CHECK_INT_EQ(tok_vocab_size(t), TOK_BYTES_VOCAB);
+    CHECK_INT_EQ(tok_bos(t), TOK_BYTES_BOS);
+    CHECK_INT_EQ(tok_eos(t), TOK_BYTES_EOS);
+    const char *text = "h\xC3\xA9 \xF0\x9F\x98\x80\n";
+    int want[] = {256, 'h', 0xC3, 0xA9, ' ', 0xF0, 0x9F, 0x98, 0x80, '\n', 257};
+    check_encoding(t, text, 1, 1, want, 11);
+    check_encoding(t, "", 0, 0, NULL, 0);
+    check_encoding(t, "", 1, 0, (int[]){256}, 1);
+    char *s = tok_decode(t, (int[]){256, 'h', 258, 'i', 257, 258}, 6, &err);
+    CHECK(s && strcmp(s, "hi") == 0);
+    free(s);
+    check_round_trip(t, text);
+    check_round_trip(t, " leading space stays");
+    CHECK(strcmp(tok_piece(t, 256, 'x'), "x") == 0);
+    CHECK(strcmp(tok_piece(t, 0, TOK_BYTES_EOS), "") == 0);
+    CHECK(tok_piece(t, 0, TOK_BYTES_VOCAB) == NULL);
+    bs_error_clear(&err);
+    CHECK(tok_decode(t, (int[]){-1}, 1, &err) == NULL);
+    CHECK(strcmp(err.code, "invalid_token") == 0);
+    tok_free(t);
+}
+
+int main(void) {
+    test_llama2();
+    test_aidreams();
+    test_malformed();
+    test_bytes();
+    return test_summary("tok");
+}
