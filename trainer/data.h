@@ -45,5 +45,10 @@ typedef struct {
 int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *tok, int vocab_size,
               int max_length, BsError *err);
 void data_free(Dataset *ds);
+// TRL's implicit prompt of a {chosen, rejected} text pair: the byte length of
+// the shared prefix that is the prompt (a space right before the first
+// differing character goes to the completions; never splits a UTF-8 sequence).
+size_t data_implicit_prompt_len(const char *chosen, size_t n_chosen, const char *rejected,
+                                size_t n_rejected);
 
 #endif
