@@ -93,9 +93,9 @@ typedef struct {
 // the same request hash returns 0 with that job's id and *existed = 1 and
 // inserts nothing; a different hash fails with "idempotency_conflict"
 // (id_out gets the existing id). depends_on must name an existing job
-// ("not_found", param "depends_on"). existed may be NULL.
-int db_job_insert(Db *db, const DbJobNew *j, char id_out[DB_ID_SIZE], int *existed,
-                  BsError *err);
+// ("not_found", param "depends_on"). existed may be NULL. A job inserted
+// blocked is finished at once (finished_at = created_at).
+int db_job_insert(Db *db, const DbJobNew *j, char id_out[DB_ID_SIZE], int *existed, BsError *err);
 
 // The job as the API shows it (caller cJSON_Deletes *out):
 // {"id","status","method","recipe":{...},"created_at","started_at",
@@ -149,8 +149,7 @@ int db_job_request_cancel(Db *db, const char *id, int *now_cancelled, BsError *e
 
 // Progress without metrics (e.g. after loading a checkpoint). total_steps
 // < 0 leaves it unchanged.
-int db_job_progress(Db *db, const char *id, int step, int total_steps, double epoch,
-                    BsError *err);
+int db_job_progress(Db *db, const char *id, int step, int total_steps, double epoch, BsError *err);
 int db_job_set_output_dir(Db *db, const char *id, const char *output_dir, BsError *err);
 
 // Oldest queued job whose dependency (if any) has succeeded. found = 0 when
