@@ -1,0 +1,52 @@
+// jobutil.c — job references, confined paths and blocker JSON (see jobutil.h).
+#include "jobutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int jobref_parse(const char *s, char id[DB_ID_SIZE]) {
+    if (!s || strncmp(s, "job:", 4) != 0) return 0;
+    if (!db_job_id_valid(s + 4)) return 0;
+    snprintf(id, DB_ID_SIZE, "%s", s + 4);
+    return 1;
+}
+
+static char *join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s%s", a, (*a && a[strlen(a) - 1] == '/') ? "" : "/", b);
+    return p;
+}
+
+char *jobref_model_path(const char *output_dir) {
+    return join(output_dir, "final/model.bin");
+}
+
+char *job_default_output_dir(const char *state_dir, const char *id) {
+    size_t n = strlen(state_dir) + strlen(id) + sizeof("/jobs/");
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/jobs/%s", state_dir, id);
+    return p;
+}
+
+cJSON *blockers_to_json(const Blocker *b, int n) {
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return NULL;
+    for (int i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            goto oom;
+        }
+        if (!cJSON_AddStringToObject(o, "code", b[i].code) ||
+            !cJSON_AddStringToObject(o, "field", b[i].field) ||
+            !cJSON_AddStringToObject(o, "message", b[i].message) ||
+            !cJSON_AddStringToObject(o, "hint", b[i].hint))
+            goto oom;
+    }
+    return arr;
+oom:
+    cJSON_Delete(arr);
+    return NULL;
+}
