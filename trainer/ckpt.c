@@ -273,6 +273,10 @@ int ckpt_write_file_atomic(const char *path, const void *data, size_t len, BsErr
     return write_atomic_iov(path, &iov, 1, err);
 }
 
+int ckpt_write_iov_atomic(const char *path, const struct iovec *iov, int n_iov, BsError *err) {
+    return write_atomic_iov(path, iov, n_iov, err);
+}
+
 int ckpt_write_llama2c(const char *path, const ModelConfig *cfg, const float *params,
                        BsError *err) {
     if (model_config_validate(cfg, err) != 0) return -1;

@@ -1,6 +1,6 @@
 // cmd_tokgen.c — the `tokenize` and `generate` subcommands: text to ids with a
-// llama2.c or byte tokenizer, and sampling from a llama2.c checkpoint printed
-// the way run.c prints it (or as JSON ids).
+// llama2.c or byte tokenizer, and sampling from a llama2.c checkpoint or a
+// Hugging Face model folder printed the way run.c prints it (or as JSON ids).
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -32,11 +32,12 @@ static const char GENERATE_USAGE[] =
     "                        [--prompt TEXT | --prompt-ids 1,2,3] [--max-new-tokens N]\n"
     "                        [--temperature X] [--top-p P] [--seed S] [--ids]\n"
     "\n"
-    "Samples a continuation from a llama2.c checkpoint as llama2.c's run.c does and\n"
+    "Samples a continuation from a model as llama2.c's run.c does and\n"
     "prints the prompt and the generated text. Generation stops at BOS (and at EOS for\n"
     "the byte tokenizer) or when the model's seq_len is reached.\n"
     "\n"
-    "  --model PATH         llama2.c checkpoint (.bin)\n"
+    "  --model PATH         llama2.c checkpoint (.bin) or Hugging Face model folder\n"
+    "                       (config.json + safetensors, Llama/Mistral)\n"
     "  --tokenizer PATH     llama2.c tokenizer.bin matching the model's vocab, or `bytes`\n"
     "  --prompt TEXT        prompt text, encoded with BOS (needs --tokenizer; default \"\")\n"
     "  --prompt-ids LIST    comma-separated prompt ids, used as given (default: BOS)\n"
@@ -270,7 +271,7 @@ int cmd_generate(int argc, char **argv) {
     float *params = NULL;
     Tokenizer *tok = NULL;
     int *ids = NULL, n_ids = 0, *gen = NULL, n_gen = 0;
-    if (ckpt_read_llama2c(model, &cfg, &params, &err) != 0) goto fail;
+    if (ckpt_read_model(model, &cfg, &params, &err) != 0) goto fail;
     if (tokenizer) {
         if (is_bytes(tokenizer) && cfg.vocab_size != TOK_BYTES_VOCAB) {
             bs_fail(&err, "tokenizer_mismatch", "tokenizer",
