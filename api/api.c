@@ -12,12 +12,16 @@
 
 #include "brewslm_config.h"
 #include "jobutil.h"
+#include "jsoncheck.h"
 #include "preflight.h"
 #include "recipe.h"
 #include "assets.h"
 #include "strbuf.h"
 
 #define SSE_BATCH 256
+// Syntax-level nesting cap; the recipe parser refuses more than 32 levels
+// with its own message, this only keeps hostile bodies cheap.
+#define JSON_MAX_DEPTH 64
 
 // ---- helpers that reply on failure -------------------------------------------
 
@@ -69,6 +73,9 @@ static void reply_db_error(HttpRequest *req, const BsError *err) {
     } else if (strcmp(err->code, "db_busy") == 0) {
         http_add_header(req, "Retry-After", "1");
         http_reply_error(req, 503, "unavailable", "db_busy", NULL, "%s", err->message);
+    } else if (strstr(err->message, "database or disk is full")) {
+        // SQLITE_FULL (storage reports it as "db" with SQLite's message).
+        http_reply_error(req, 507, "unavailable", "disk_full", NULL, "%s", err->message);
     } else {
         http_reply_error(req, 500, "internal_error", err->code, NULL, "%s", err->message);
     }
@@ -115,15 +122,21 @@ static void free_void(void *p) {
 static Recipe *req_recipe(HttpRequest *req, HttpBodyFormat fmt) {
     size_t len;
     const char *body = http_body(req, &len);
+    // JSON and YAML bodies are UTF-8 (RFC 8259; a BOM-less YAML stream):
+    // refusing other bytes here keeps every stored and echoed string valid.
+    if (!utf8_valid(body, len)) {
+        http_reply_error(req, 400, "invalid_request", "invalid_utf8", NULL,
+                         "the body is not valid UTF-8");
+        return NULL;
+    }
     if (fmt == HTTP_BODY_JSON) {
-        cJSON *j = cJSON_ParseWithLength(body, len);
-        if (!j) {
+        char why[128];
+        int is_obj = 0;
+        if (json_check(body, len, JSON_MAX_DEPTH, &is_obj, why, sizeof(why)) < 0) {
             http_reply_error(req, 400, "invalid_request", "malformed_json", NULL,
-                             "the body is not valid JSON");
+                             "the body is not valid JSON: %s", why);
             return NULL;
         }
-        int is_obj = cJSON_IsObject(j);
-        cJSON_Delete(j);
         if (!is_obj) {
             http_reply_error(req, 400, "invalid_request", "malformed_body", NULL,
                              "the body must be a JSON object");
@@ -265,6 +278,16 @@ static void reply_blocked(HttpRequest *req, const PreflightReport *rep) {
 
 // ---- /v1/jobs ------------------------------------------------------------------
 
+// 1 to 255 printable ASCII characters (space included): keys are echoed in
+// errors and compared byte for byte, so no encodings or control bytes.
+static int idempotency_key_ok(const char *key) {
+    size_t n = strlen(key);
+    if (n == 0 || n > 255) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e) return 0;
+    return 1;
+}
+
 static void h_jobs_create(HttpRequest *req, ApiContext *api) {
     if (api->ctl.accepting && !api->ctl.accepting(api->ctl.user)) {
         http_reply_error(req, 503, "unavailable", "shutting_down", NULL,
@@ -272,9 +295,9 @@ static void h_jobs_create(HttpRequest *req, ApiContext *api) {
         return;
     }
     const char *key = http_header(req, "Idempotency-Key");
-    if (key && (strlen(key) == 0 || strlen(key) > 255)) {
+    if (key && !idempotency_key_ok(key)) {
         http_reply_error(req, 400, "invalid_request", "invalid_idempotency_key", "Idempotency-Key",
-                         "Idempotency-Key must be 1 to 255 characters");
+                         "Idempotency-Key must be 1 to 255 printable ASCII characters");
         return;
     }
     HttpBodyFormat fmt;
@@ -714,11 +737,9 @@ static void h_job_events(HttpRequest *req, void *user) {
     const char *last = http_header(req, "Last-Event-ID");
     long long cursor = 0;
     if (last && *last) {
-        char *end;
-        cursor = strtoll(last, &end, 10);
-        if (*end || cursor < 0) {
+        if (http_parse_int(last, 0, (long long)1 << 53, &cursor) < 0) {
             http_reply_error(req, 400, "invalid_request", "invalid_parameter", "Last-Event-ID",
-                             "Last-Event-ID must be a non-negative integer");
+                             "Last-Event-ID must be an integer in [0, 2^53]");
             return;
         }
     } else if (http_query_int(req, "last_event_id", 0, (long long)1 << 53, 0, &cursor) < 0) {

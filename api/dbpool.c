@@ -9,14 +9,16 @@ struct DbPool {
     pthread_mutex_t mu;
     char *path;
     int max_idle, n_idle;
+    int busy_timeout_ms;
     Db **idle;
 };
 
-DbPool *dbpool_create(const char *path, int max_idle, BsError *err) {
+DbPool *dbpool_create(const char *path, int max_idle, int busy_timeout_ms, BsError *err) {
     DbPool *p = calloc(1, sizeof(*p));
     if (!p) goto oom;
     if (max_idle < 1) max_idle = 1;
     p->max_idle = max_idle;
+    p->busy_timeout_ms = busy_timeout_ms;
     p->path = strdup(path);
     p->idle = calloc((size_t)max_idle, sizeof(Db *));
     if (!p->path || !p->idle) goto oom;
@@ -47,7 +49,7 @@ Db *dbpool_acquire(DbPool *p, BsError *err) {
     Db *db = p->n_idle ? p->idle[--p->n_idle] : NULL;
     pthread_mutex_unlock(&p->mu);
     if (db) return db;
-    return db_open(p->path, 0, err);
+    return db_open(p->path, p->busy_timeout_ms, err);
 }
 
 void dbpool_release(DbPool *p, Db *db) {

@@ -9,8 +9,9 @@
 
 typedef struct DbPool DbPool;
 
-// Keeps at most max_idle idle connections to path. NULL with err on OOM.
-DbPool *dbpool_create(const char *path, int max_idle, BsError *err);
+// Keeps at most max_idle idle connections to path, opened with SQLite's
+// busy_timeout busy_timeout_ms (<= 0: storage's default). NULL with err on OOM.
+DbPool *dbpool_create(const char *path, int max_idle, int busy_timeout_ms, BsError *err);
 // Closes the idle connections; every acquired one must have been released.
 void dbpool_free(DbPool *p);
 // An idle connection, or a newly opened one; NULL with err when opening fails.

@@ -35,8 +35,8 @@ struct HttpServer {
     HttpConfig cfg;
     char host[INET6_ADDRSTRLEN];
     int port;
-    char *auth_expected; // "Bearer <token>", NULL without a token
-    size_t auth_len;
+    char *token; // the bearer token, NULL without one
+    size_t token_len;
 };
 
 typedef struct Defer {
@@ -220,13 +220,20 @@ void http_reply_json(HttpRequest *req, int status, cJSON *obj) {
 
 void http_reply_error_extra(HttpRequest *req, int status, const char *type, const char *code,
                             const char *param, cJSON *extra, const char *message) {
+    // Messages and params echo client input (paths, header values, ids):
+    // scrubbed so the reply is always valid UTF-8 JSON.
+    char msg[1024], par[256];
+    snprintf(msg, sizeof(msg), "%s", message ? message : "");
+    snprintf(par, sizeof(par), "%s", param ? param : "");
+    utf8_scrub(msg);
+    utf8_scrub(par);
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     if (e) {
         cJSON_AddStringToObject(e, "type", type);
-        cJSON_AddStringToObject(e, "message", message);
-        if (param && *param)
-            cJSON_AddStringToObject(e, "param", param);
+        cJSON_AddStringToObject(e, "message", msg);
+        if (par[0])
+            cJSON_AddStringToObject(e, "param", par);
         else
             cJSON_AddNullToObject(e, "param");
         if (code && *code)
@@ -333,6 +340,17 @@ int http_body_format(HttpRequest *req, HttpBodyFormat *fmt) {
     return 0;
 }
 
+int http_parse_int(const char *v, long long lo, long long hi, long long *out) {
+    const char *digits = v[0] == '-' ? v + 1 : v;
+    if (*digits < '0' || *digits > '9') return -1;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*end != '\0' || errno != 0 || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
 int http_query_int(HttpRequest *req, const char *name, long long lo, long long hi, long long def,
                    long long *out) {
     const char *v = http_query(req, name);
@@ -340,10 +358,8 @@ int http_query_int(HttpRequest *req, const char *name, long long lo, long long h
         *out = def;
         return 0;
     }
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno != 0 || x < lo || x > hi) {
+    long long x;
+    if (http_parse_int(v, lo, hi, &x) < 0) {
         http_reply_error(req, 400, "invalid_request", "invalid_parameter", name,
                          "query parameter %s must be an integer in [%lld, %lld]", name, lo, hi);
         return -1;
@@ -398,14 +414,30 @@ static int route_match(HttpRequest *req, const char *pattern, const char *path, 
     return 1;
 }
 
-// Compares in time independent of where the first difference is.
-static int const_time_eq(const char *a, size_t alen, const char *b, size_t blen) {
-    unsigned char diff = (unsigned char)(alen != blen);
-    for (size_t i = 0; i < blen; i++) {
-        unsigned char ca = i < alen ? (unsigned char)a[i] : 0;
-        diff |= (unsigned char)(ca ^ (unsigned char)b[i]);
+// Compares a guess with the secret in time that depends only on the
+// secret's length: every byte of the secret is visited whatever the guess,
+// no early exit, and the length mismatch is folded into the same accumulator
+// (volatile, so the compiler cannot turn the loop back into a memcmp).
+static int const_time_eq(const char *guess, size_t glen, const char *secret, size_t slen) {
+    volatile unsigned char diff = (unsigned char)(glen != slen);
+    for (size_t i = 0; i < slen; i++) {
+        unsigned char g = i < glen ? (unsigned char)guess[i] : 0;
+        diff |= (unsigned char)(g ^ (unsigned char)secret[i]);
     }
     return diff == 0;
+}
+
+// 1 when the Authorization header carries the server's bearer token. The
+// scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+static int auth_ok(const HttpServer *srv, const char *h) {
+    if (!h || strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t')) return 0;
+    h += 7;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    size_t n = strlen(h);
+    while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+        n--;
+    return const_time_eq(h, n, srv->token, srv->token_len);
 }
 
 static void dispatch(HttpRequest *req) {
@@ -428,9 +460,11 @@ static void dispatch(HttpRequest *req) {
     const HttpRoute *labelled = match ? match : any;
     if (labelled) req->route_label = labelled->pattern;
 
-    if (srv->auth_expected && !(labelled && labelled->is_public)) {
+    // Unknown paths need the token too (401 before 404), so the route map is
+    // not visible to a client without it.
+    if (srv->token && !(labelled && labelled->is_public)) {
         const char *h = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (!h || !const_time_eq(h, strlen(h), srv->auth_expected, srv->auth_len)) {
+        if (!auth_ok(srv, h)) {
             http_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
             http_reply_error(req, 401, "authentication_error",
                              h ? "invalid_token" : "missing_token", NULL, "%s",
@@ -578,20 +612,21 @@ HttpServer *http_server_start(const HttpConfig *cfg, BsError *err) {
     }
     srv->cfg = *cfg;
     if (cfg->token && *cfg->token) {
-        size_t n = strlen(cfg->token) + sizeof("Bearer ");
-        srv->auth_expected = malloc(n);
-        if (!srv->auth_expected) {
+        srv->token = strdup(cfg->token);
+        if (!srv->token) {
             bs_fail(err, "oom", "", "out of memory");
             goto fail;
         }
-        snprintf(srv->auth_expected, n, "Bearer %s", cfg->token);
-        srv->auth_len = strlen(srv->auth_expected);
+        srv->token_len = strlen(srv->token);
     }
 
     struct sockaddr_in sa4;
     struct sockaddr_in6 sa6;
     struct sockaddr *sa;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC;
+    // poll(), not select(): connection threads must work with descriptors
+    // above FD_SETSIZE once the connection limit is raised.
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_POLL;
     const char *host = strcmp(cfg->host, "localhost") == 0 ? "127.0.0.1" : cfg->host;
     if (cfg->port < 0 || cfg->port > 65535) {
         bs_fail(err, "invalid_argument", "listen", "port %d is out of range", cfg->port);
@@ -617,8 +652,11 @@ HttpServer *http_server_start(const HttpConfig *cfg, BsError *err) {
 
     srv->mhd = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, sa,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit ? cfg->connection_limit : 128u,
+        MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit ? cfg->connection_limit : 1024u,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s ? cfg->connection_timeout_s : 60u,
+        // Strict HTTP/1.1 parsing (Host required, no bare LF, no space before
+        // ':'): a request smuggled past a lenient proxy is refused here.
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (!srv->mhd) {
         bs_fail(err, "io", "listen", "cannot listen on %s:%d (address in use or not available)",
@@ -629,7 +667,7 @@ HttpServer *http_server_start(const HttpConfig *cfg, BsError *err) {
     srv->port = info ? info->port : cfg->port;
     return srv;
 fail:
-    free(srv->auth_expected);
+    free(srv->token);
     free(srv);
     return NULL;
 }
@@ -651,6 +689,6 @@ void http_server_quiesce(HttpServer *s) {
 void http_server_stop(HttpServer *s) {
     if (!s) return;
     if (s->mhd) MHD_stop_daemon(s->mhd);
-    free(s->auth_expected);
+    free(s->token);
     free(s);
 }

@@ -4,8 +4,10 @@
 // (SSE) and per-route request counters / latency histograms.
 //
 // Threading: the server runs libmicrohttpd with an internal polling thread
-// and one thread per connection, so a handler (and a stream producer) may
-// block; every handler runs on its connection's thread.
+// and one thread per connection (poll(), so descriptors above FD_SETSIZE
+// work), so a handler (and a stream producer) may block; every handler runs
+// on its connection's thread. A client that stops reading stalls only its
+// own thread. Connections over the limit are closed at accept.
 //
 // Handlers are flat: the reply helpers send the response themselves, and the
 // validating helpers (http_body_format, ...) reply with an error and return -1
@@ -52,7 +54,7 @@ typedef struct {
     int port;              // 0: ephemeral
     const char *token;     // NULL or "": no auth
     size_t max_body_bytes; // bodies over this are answered 413
-    unsigned connection_limit;
+    unsigned connection_limit;     // open connections (one thread each); 0: 1024
     unsigned connection_timeout_s; // idle keep-alive / stalled upload timeout
     const HttpRoute *routes;       // terminated by a NULL pattern
     void *user;                    // passed to every handler
@@ -126,6 +128,9 @@ typedef enum { HTTP_BODY_JSON = 1, HTTP_BODY_YAML = 2 } HttpBodyFormat;
 // application/x-yaml, text/yaml (parameters like charset ignored): else 415.
 // An empty body is answered 400.
 int http_body_format(HttpRequest *req, HttpBodyFormat *fmt);
+// Parses v as a base-10 integer in [lo, hi]: an optional '-' and digits
+// only (no spaces, '+', exponents). Returns 0, or -1 for anything else.
+int http_parse_int(const char *v, long long lo, long long hi, long long *out);
 // Parses the query parameter as a base-10 integer in [lo, hi]; absent: def.
 // Out of range or not a number: 400 naming the parameter.
 int http_query_int(HttpRequest *req, const char *name, long long lo, long long hi, long long def,

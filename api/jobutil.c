@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
+
 int jobref_parse(const char *s, char id[DB_ID_SIZE]) {
     if (!s || strncmp(s, "job:", 4) != 0) return 0;
     if (!db_job_id_valid(s + 4)) return 0;
@@ -39,10 +41,16 @@ cJSON *blockers_to_json(const Blocker *b, int n) {
             cJSON_Delete(o);
             goto oom;
         }
-        if (!cJSON_AddStringToObject(o, "code", b[i].code) ||
-            !cJSON_AddStringToObject(o, "field", b[i].field) ||
-            !cJSON_AddStringToObject(o, "message", b[i].message) ||
-            !cJSON_AddStringToObject(o, "hint", b[i].hint))
+        // Blocker text quotes recipe values and data rows: keep it valid UTF-8.
+        Blocker c = b[i];
+        utf8_scrub(c.code);
+        utf8_scrub(c.field);
+        utf8_scrub(c.message);
+        utf8_scrub(c.hint);
+        if (!cJSON_AddStringToObject(o, "code", c.code) ||
+            !cJSON_AddStringToObject(o, "field", c.field) ||
+            !cJSON_AddStringToObject(o, "message", c.message) ||
+            !cJSON_AddStringToObject(o, "hint", c.hint))
             goto oom;
     }
     return arr;

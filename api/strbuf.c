@@ -77,3 +77,53 @@ char *sb_take(StrBuf *sb, size_t *len) {
     sb_init(sb);
     return out;
 }
+
+size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    if (n == 0) return 0;
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0; // overlong
+        if (c == 0xED) hi = 0x9F; // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90; // overlong
+        if (c == 0xF4) hi = 0x8F; // above U+10FFFF
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+    return len;
+}
+
+int utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (n > 0) {
+        size_t k = utf8_seq_len(p, n);
+        if (k == 0) return 0;
+        p += k;
+        n -= k;
+    }
+    return 1;
+}
+
+void utf8_scrub(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    size_t n = strlen(s);
+    while (n > 0) {
+        size_t k = utf8_seq_len(p, n);
+        if (k == 0) {
+            *p = '?';
+            k = 1;
+        }
+        p += k;
+        n -= k;
+    }
+}

@@ -22,4 +22,14 @@ void sb_printf(StrBuf *sb, const char *fmt, ...) __attribute__((format(printf, 2
 // NULL after an allocation failure.
 char *sb_take(StrBuf *sb, size_t *len);
 
+// Length of the valid UTF-8 sequence at s[0..n) (1 to 4), or 0 when s[0]
+// starts none: stray continuation bytes, overlong forms, surrogates, code
+// points above U+10FFFF and truncated sequences are all invalid.
+size_t utf8_seq_len(const unsigned char *s, size_t n);
+// 1 when s[0..n) is entirely valid UTF-8.
+int utf8_valid(const char *s, size_t n);
+// Replaces, in place, every byte not part of a valid UTF-8 sequence by '?',
+// so client-supplied text (a path, a header) can be echoed in JSON.
+void utf8_scrub(char *s);
+
 #endif
