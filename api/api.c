@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "brewslm_config.h"
+#include "generate_route.h"
 #include "jobutil.h"
 #include "jsoncheck.h"
 #include "preflight.h"
@@ -745,9 +746,18 @@ static void h_job_events(HttpRequest *req, void *user) {
     } else if (http_query_int(req, "last_event_id", 0, (long long)1 << 53, 0, &cursor) < 0) {
         return;
     }
-    Db *db = req_db(req, api);
-    if (!db) return;
+    // Not req_db: a stream's request lives as long as the stream, and a lease
+    // held that long would pin one pooled connection per subscriber.
+    BsError err;
+    bs_error_clear(&err);
+    Db *db = dbpool_acquire(api->pool, &err);
+    if (!db) {
+        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
+                         err.message);
+        return;
+    }
     cJSON *job = req_job(req, db, id);
+    dbpool_release(api->pool, db);
     if (!job) return;
     cJSON_Delete(job);
     Sse *s = calloc(1, sizeof(*s));
@@ -921,6 +931,7 @@ static const HttpRoute API_ROUTES[] = {
     {"/v1/jobs/{id}/metrics", HTTP_GET, 0, h_job_metrics},
     {"/v1/jobs/{id}/events", HTTP_GET, 0, h_job_events},
     {"/v1/jobs/{id}/checkpoints", HTTP_GET, 0, h_job_checkpoints},
+    {"/v1/jobs/{id}/generate", HTTP_POST, 0, api_job_generate},
     {"/v1/preflight", HTTP_POST, 0, h_preflight},
     {"/v1/capabilities", HTTP_GET, 0, h_capabilities},
     {"/healthz", HTTP_GET, 1, h_healthz},

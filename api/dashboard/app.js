@@ -208,7 +208,7 @@
       }
     }
     if (res.status === 401) askToken('The server answered 401: it needs a valid API token.');
-    return { ok: res.ok, status: res.status, data };
+    return { ok: res.ok, status: res.status, data, retryAfter: res.headers.get('Retry-After') };
   }
   function errorText(r) {
     if (!r) return 'no answer';
@@ -1211,6 +1211,10 @@
       loadJob();
     });
 
+    // Before / after: each prompt completed by the job's starting weights
+    // ("base") and its tuned weights ("final") through POST
+    // /v1/jobs/{id}/generate. A line written as a JSON array of ids
+    // ("[1, 2, 3]") is sent as prompt_ids, for jobs trained without a tokenizer.
     let samplesReady = false;
     function setupSamples() {
       if (samplesReady) return;
@@ -1222,9 +1226,9 @@
         'Explain why the sky is blue to a five-year-old.\nWrite one kind sentence about rain.\n' +
           'What should I do if I feel tired?',
       );
-      const maxTok = h('input#ba-max', { type: 'number', min: 1, max: 512, value: 48 });
-      const temp = h('input#ba-temp', { type: 'number', min: 0, max: 2, step: 0.1, value: 0 });
-      const go = h('button.primary#ba-run', { type: 'button' }, 'Generate before / after');
+      const maxTok = h('input#ba-max', { type: 'number', min: 1, max: 1024, value: 48 });
+      const temp = h('input#ba-temp', { type: 'number', min: 0, max: 5, step: 0.1, value: 0 });
+      const go = h('button.primary#ba-run', { type: 'button' }, 'Compare base vs tuned');
       const out = h('div.samples#ba-results', { 'aria-live': 'polite' });
       append(
         samples,
@@ -1232,8 +1236,8 @@
         h(
           'p.muted#ba-help',
           null,
-          'One prompt per line. Each is completed by the starting (base) model ' +
-            'and by the tuned (final) model.',
+          'One prompt per line (or a JSON array of token ids). Each is completed by the ' +
+            'starting (base) model and by the tuned (final) model; temperature 0 is greedy.',
         ),
         h('label', { for: 'ba-prompts' }, 'Prompts'),
         prompts,
@@ -1248,6 +1252,48 @@
         ),
         out,
       );
+
+      // The request body for one line of the textarea.
+      function promptBody(line) {
+        if (/^\[[\d,\s]*\]$/.test(line)) {
+          try {
+            return { prompt_ids: JSON.parse(line) };
+          } catch (e) {
+            // not ids after all: send it as text
+          }
+        }
+        return { prompt: line };
+      }
+      // One generation; a busy server (503) is asked again after its Retry-After.
+      async function generateOnce(body) {
+        for (let attempt = 0; ; attempt++) {
+          let r;
+          try {
+            r = await api('POST', '/v1/jobs/' + encodeURIComponent(id) + '/generate', {
+              body: JSON.stringify(body),
+            });
+          } catch (e) {
+            return null;
+          }
+          if (r.status !== 503 || attempt >= 5 || !alive()) return r;
+          const wait = Math.min(10, Number(r.retryAfter) || 1);
+          await sleep(wait * 1000);
+        }
+      }
+      function completionNode(r) {
+        const d = r.data || {};
+        const node = h('div.completion');
+        if (typeof d.text === 'string') {
+          node.append(h('span.text', null, d.text === '' ? '(nothing)' : d.text));
+        } else {
+          node.append(h('span.mono', null, 'ids: ' + JSON.stringify(d.ids || [])));
+        }
+        if (d.finish_reason === 'eos') node.append(h('span.muted', null, ' ⏹'));
+        node.title =
+          d.finish_reason === 'eos' ? 'stopped at end of sequence' : 'stopped at the token limit';
+        return node;
+      }
+
       go.addEventListener('click', async () => {
         const list = prompts.value
           .split('\n')
@@ -1258,8 +1304,8 @@
         if (!list.length) return;
         go.disabled = true;
         try {
-          for (const prompt of list) {
-            const box = h('div.sample', null, h('h3', null, prompt));
+          for (const line of list) {
+            const box = h('div.sample', null, h('h3', null, line));
             const pair = h('div.pair');
             box.append(pair);
             out.append(box);
@@ -1271,23 +1317,21 @@
                 '…',
               );
               pair.append(cell);
-              let r;
-              try {
-                r = await api('POST', '/v1/jobs/' + encodeURIComponent(id) + '/generate', {
-                  body: JSON.stringify({
-                    prompt,
-                    max_new_tokens: Number(maxTok.value) || 48,
-                    temperature: Number(temp.value) || 0,
-                    model: which,
-                  }),
-                });
-              } catch (e) {
-                r = null;
-              }
+              const r = await generateOnce(
+                Object.assign(promptBody(line), {
+                  max_new_tokens: Math.min(1024, Math.max(1, Number(maxTok.value) || 48)),
+                  temperature: Math.min(5, Math.max(0, Number(temp.value) || 0)),
+                  model: which,
+                }),
+              );
               if (!alive()) return;
               cell.lastChild.remove();
               // No generate route on this server (an older or slimmer daemon).
-              if (r && (r.status === 404 || r.status === 405 || r.status === 501)) {
+              const code = r && r.data && r.data.error && r.data.error.code;
+              const missing =
+                (r && r.status === 404 && code === 'route_not_found') ||
+                (r && (r.status === 405 || r.status === 501));
+              if (missing) {
                 clear(out).append(
                   h(
                     'p.notice.warn#ba-unavailable',
@@ -1301,11 +1345,13 @@
                 );
                 return;
               }
-              cell.append(
-                r && r.ok
-                  ? String((r.data && (r.data.text ?? r.data.completion)) ?? '')
-                  : h('span.muted', null, 'error: ' + errorText(r)),
-              );
+              if (r && r.ok) {
+                cell.dataset.state = 'done';
+                cell.append(completionNode(r));
+              } else {
+                cell.dataset.state = 'error';
+                cell.append(h('span.muted', null, 'error: ' + errorText(r)));
+              }
             }
           }
         } finally {

@@ -11,8 +11,9 @@
 //     instances), it ends succeeded, and the plotted curve equals the metrics
 //     the API reports; a reload rebuilds the whole curve from history;
 //   - a second (ORPO) job fills the ORPO panel, and the compare view overlays
-//     both jobs' curves; the before/after panel answers (or says generation is
-//     unavailable); the page fits a phone-width viewport;
+//     both jobs' curves; the before/after panel shows the base and the tuned
+//     model's completions of each prompt, equal to what POST /v1/jobs/{id}/generate
+//     answers; the page fits a phone-width viewport;
 //   - screenshots of the job page go to $BREWSLM_BUILD/artifacts/.
 // Exits 0 on success, 1 on failure, 77 (meson's "skipped") when Chromium or
 // playwright-core is not installed. Every wait has a timeout.
@@ -500,31 +501,78 @@ async function main() {
   charts = await readCharts(page);
   check(sameCurve(charts.loss.loss, apiSeries('loss')), 'after a reload the loss curve is whole');
 
-  // 6. Before / after samples (or a clear "unavailable").
+  // 6. Before / after: the panel completes each prompt with the base and the
+  // tuned model through POST /v1/jobs/{id}/generate; what it shows must equal
+  // the API's own greedy answers for the same requests.
   if (await page.locator('#ba-run').count()) {
-    await page.fill('#ba-prompts', 'Q: 2+3?\nA:');
+    check(
+      /base vs tuned/i.test(await page.locator('#ba-run').innerText()),
+      'the before/after button says what it compares',
+    );
+    const baPrompts = ['Q: 2+3? A:', 'Q: 7+1? A:'];
+    await page.fill('#ba-prompts', baPrompts.join('\n'));
     await page.fill('#ba-max', '8');
+    await page.fill('#ba-temp', '0');
     await page.click('#ba-run');
     await waitFor(
       'before/after',
       () =>
-        page.evaluate(() => {
-          const u = document.getElementById('ba-unavailable');
-          const cells = [...document.querySelectorAll('#ba-results .pair > div')];
-          return u || (cells.length === 2 && cells.every((c) => !/…$/.test(c.textContent)));
-        }),
+        page.evaluate(
+          (n) =>
+            document.getElementById('ba-unavailable') ||
+            [...document.querySelectorAll('#ba-results .pair > div')].filter(
+              (c) => c.dataset.state,
+            ).length === n,
+          baPrompts.length * 2,
+        ),
       30000,
     );
-    const unavailable = await page.locator('#ba-unavailable').count();
-    if (unavailable) {
-      check(true, 'before/after: the server has no generate endpoint and the page says so');
-    } else {
-      const cells = await page.locator('#ba-results .pair > div').allInnerTexts();
+    check(
+      !(await page.locator('#ba-unavailable').count()),
+      'before/after: the server offers generation (no "unavailable" notice)',
+    );
+    const shown = await page.evaluate(() =>
+      [...document.querySelectorAll('#ba-results .sample')].map((s) => ({
+        prompt: s.querySelector('h3').textContent,
+        cells: [...s.querySelectorAll('.pair > div')].map((c) => ({
+          model: c.dataset.model,
+          state: c.dataset.state,
+          text: c.querySelector('.completion .text')?.textContent ?? null,
+        })),
+      })),
+    );
+    check(
+      shown.length === baPrompts.length && shown.every((s, i) => s.prompt === baPrompts[i]),
+      'before/after: one box per prompt: ' + JSON.stringify(shown.map((s) => s.prompt)),
+    );
+    let differs = false;
+    for (const [i, prompt] of baPrompts.entries()) {
+      const cells = (shown[i] && shown[i].cells) || [];
       check(
-        cells.length === 2 && cells.every((t) => !/error:/.test(t)),
-        'before/after shows a base and a tuned completion',
+        cells.length === 2 && cells[0].model === 'base' && cells[1].model === 'final',
+        `before/after "${prompt}": a base and a tuned cell`,
       );
+      const texts = {};
+      for (const cell of cells) {
+        const want = await apiJson(
+          'POST',
+          `/v1/jobs/${jobId}/generate`,
+          JSON.stringify({ prompt, max_new_tokens: 8, temperature: 0, model: cell.model }),
+        );
+        const wantText =
+          want.status === 200 && typeof want.data.text === 'string'
+            ? want.data.text || '(nothing)'
+            : undefined;
+        texts[cell.model] = wantText;
+        check(
+          cell.state === 'done' && wantText !== undefined && cell.text === wantText,
+          `before/after "${prompt}" ${cell.model}: the page shows the API's completion ` +
+            JSON.stringify([cell.text, wantText]),
+        );
+      }
+      if (texts.base !== texts.final) differs = true;
     }
+    check(differs, 'before/after: the tuned model completes differently from the base');
   } else {
     check(false, 'the before/after panel is shown for a succeeded job');
   }
