@@ -329,7 +329,7 @@ static int resolve_source(const ApiContext *api, Db *db, const DbJob *job, const
         if (confine(api->data_root, "tokenizer", "tokenizer_not_found", r->tokenizer,
                     &src->tok_path, err) < 0)
             goto fail;
-    } else if (!r->model && r->has_model_init && r->model_init.vocab_size <= 0) {
+    } else if (recipe_uses_byte_tokenizer(r)) {
         src->bytes_tok = 1;
     }
     if (final) {
@@ -368,26 +368,6 @@ fail:
     return -1;
 }
 
-// The config train.c's load_policy builds for model_init (same defaults).
-static void init_config(const ModelInit *mi, ModelConfig *c) {
-    memset(c, 0, sizeof(*c));
-    c->dim = mi->dim;
-    c->n_layers = mi->n_layers;
-    c->n_heads = mi->n_heads;
-    c->n_kv_heads = mi->n_kv_heads > 0 ? mi->n_kv_heads : mi->n_heads;
-    if (mi->hidden_dim > 0) {
-        c->hidden_dim = mi->hidden_dim;
-    } else { // llama2.c's default: 2/3 of 4 * dim, rounded up to 32
-        int hidden = 2 * (4 * mi->dim) / 3;
-        c->hidden_dim = (hidden + 31) / 32 * 32;
-    }
-    c->vocab_size = mi->vocab_size > 0 ? mi->vocab_size : TOK_BYTES_VOCAB;
-    c->seq_len = mi->max_seq_len;
-    c->shared_classifier = 1;
-    c->norm_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-}
-
 // Loads the weights: *params is malloc'd by ckpt_read_model, or points into
 // *init (a frozen Model holding the model_init weights); the caller frees both.
 static int load_weights(const GenSource *src, ModelConfig *cfg, float **params, Model **init,
@@ -401,7 +381,7 @@ static int load_weights(const GenSource *src, ModelConfig *cfg, float **params, 
         }
         return 0;
     }
-    init_config(&src->init, cfg);
+    recipe_model_init_config(&src->init, cfg);
     if (model_create(init, cfg, 0, err) < 0) return -1;
     model_init_random(*init, src->seed);
     *params = model_params(*init);

@@ -287,26 +287,6 @@ done:
 
 // ---- model ---------------------------------------------------------------------
 
-// The config train.c builds for model_init (same defaults).
-static void model_init_config(const ModelInit *mi, ModelConfig *c) {
-    memset(c, 0, sizeof *c);
-    c->dim = mi->dim;
-    c->n_layers = mi->n_layers;
-    c->n_heads = mi->n_heads;
-    c->n_kv_heads = mi->n_kv_heads > 0 ? mi->n_kv_heads : mi->n_heads;
-    if (mi->hidden_dim > 0) {
-        c->hidden_dim = mi->hidden_dim;
-    } else { // llama2.c's default: 2/3 of 4 * dim, rounded up to 32
-        int hidden = 2 * (4 * mi->dim) / 3;
-        c->hidden_dim = (hidden + 31) / 32 * 32;
-    }
-    c->vocab_size = mi->vocab_size > 0 ? mi->vocab_size : TOK_BYTES_VOCAB;
-    c->seq_len = mi->max_seq_len;
-    c->shared_classifier = 1;
-    c->norm_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-}
-
 static int same_shape(const ModelConfig *a, const ModelConfig *b) {
     return a->dim == b->dim && a->hidden_dim == b->hidden_dim && a->n_layers == b->n_layers &&
            a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads &&
@@ -553,7 +533,7 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             }
         }
     } else if (r->has_model_init) {
-        model_init_config(&r->model_init, &cfg);
+        recipe_model_init_config(&r->model_init, &cfg);
         if (model_config_validate(&cfg, &e) == 0)
             have_cfg = 1;
         else
@@ -642,8 +622,7 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
                 }
             }
         }
-    } else if (!r->model && r->has_model_init && r->model_init.vocab_size <= 0) {
-        // The byte tokenizer, as train.c chooses it.
+    } else if (recipe_uses_byte_tokenizer(r)) {
         if (have_cfg && cfg.vocab_size != TOK_BYTES_VOCAB) {
             tok_ok = 0;
             preflight_add(rep, 0, "tokenizer_mismatch", "tokenizer", NULL,

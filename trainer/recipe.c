@@ -8,6 +8,7 @@
 // for syntax, unknown keys, wrong types and missing keys; "invalid_hyperparameter"
 // for values of the right type outside their allowed range or set.
 #include "recipe.h"
+#include "tok.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -930,4 +931,27 @@ char *recipe_to_json(const Recipe *r) {
 done:
     cJSON_Delete(o);
     return out;
+}
+
+void recipe_model_init_config(const ModelInit *mi, ModelConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->dim = mi->dim;
+    c->n_layers = mi->n_layers;
+    c->n_heads = mi->n_heads;
+    c->n_kv_heads = mi->n_kv_heads > 0 ? mi->n_kv_heads : mi->n_heads;
+    if (mi->hidden_dim > 0) {
+        c->hidden_dim = mi->hidden_dim;
+    } else {
+        int hidden = 2 * (4 * mi->dim) / 3;
+        c->hidden_dim = (hidden + 31) / 32 * 32;
+    }
+    c->vocab_size = mi->vocab_size > 0 ? mi->vocab_size : TOK_BYTES_VOCAB;
+    c->seq_len = mi->max_seq_len;
+    c->shared_classifier = 1;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+}
+
+int recipe_uses_byte_tokenizer(const Recipe *r) {
+    return !r->tokenizer && !r->model && r->has_model_init && r->model_init.vocab_size <= 0;
 }

@@ -6,6 +6,7 @@
 #define RECIPE_H
 
 #include "bs.h"
+#include "model.h"
 
 typedef enum { METHOD_SFT = 0, METHOD_DPO, METHOD_ORPO } Method;
 typedef enum { DATA_PREFERENCE = 0, DATA_SFT } DataKind;
@@ -72,5 +73,13 @@ void recipe_free(Recipe *r);
 char *recipe_to_json(const Recipe *r);
 const char *recipe_method_name(Method m);
 const char *recipe_loss_type_name(DpoLossType t);
+// The model configuration `model_init` describes (hidden_dim defaults to
+// llama2.c's rule: 2/3 of 4 * dim rounded up to 32; vocab 0 means the byte
+// tokenizer's 259; shared classifier, eps 1e-5, theta 10000). The result still
+// needs model_config_validate.
+void recipe_model_init_config(const ModelInit *mi, ModelConfig *c);
+// 1 when the recipe trains on the built-in byte tokenizer: a model_init model
+// without vocab_size and no tokenizer file.
+int recipe_uses_byte_tokenizer(const Recipe *r);
 
 #endif
