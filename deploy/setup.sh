@@ -44,4 +44,11 @@ if [ -f "$here/tests/browser/package.json" ] && [ ! -d "$here/tests/browser/node
     echo "setup: npm ci in tests/browser" >&2
     (cd "$here/tests/browser" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; })
 fi
+# The tokenizer parity test's references (gpt-3-encoder, @huggingface/tokenizers,
+# @huggingface/jinja: plain JavaScript, no binaries), pinned by
+# tests/hftok/package-lock.json; without them hftok_parity is skipped.
+if [ -f "$here/tests/hftok/package.json" ] && [ ! -d "$here/tests/hftok/node_modules/@huggingface/jinja" ]; then
+    echo "setup: npm ci in tests/hftok" >&2
+    (cd "$here/tests/hftok" && { npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; })
+fi
 echo "setup: all dependencies present" >&2

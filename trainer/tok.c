@@ -1,6 +1,7 @@
 // tok.c — tokenizers. The llama2.c tokenizer.bin reader and encoder follow
 // llama2.c run.c (build_tokenizer / encode / decode) so that ids agree with
-// run.c bit for bit; the byte tokenizer serves models trained from scratch.
+// run.c bit for bit; the byte tokenizer serves models trained from scratch;
+// Hugging Face tokenizers are hftok.c's, dispatched here by kind.
 //
 // Differences from run.c, all on inputs where run.c has undefined behaviour:
 // malformed files are rejected instead of overrunning buffers, a vocabulary
@@ -8,6 +9,8 @@
 // and duplicate pieces resolve to the lowest id instead of whichever bsearch
 // happens to hit.
 #include "tok.h"
+
+#include "hftok.h"
 
 #include <limits.h>
 #include <math.h>
@@ -26,7 +29,7 @@
 #define LLAMA2C_EOS 2
 #define LLAMA2C_BYTE_OFFSET 3
 
-enum { TOK_KIND_LLAMA2C = 1, TOK_KIND_BYTES = 2 };
+enum { TOK_KIND_LLAMA2C = 1, TOK_KIND_BYTES = 2, TOK_KIND_HF = 3 };
 
 typedef struct {
     const char *str;
@@ -43,6 +46,7 @@ struct Tokenizer {
     TokenIndex *sorted;        // (V) by (strcmp, id) for bsearch
     char *arena;               // storage of all pieces
     char byte_pieces[256 * 2]; // "b\0" for each byte value, as run.c
+    HfTok *hf;                 // Hugging Face tokenizer (TOK_KIND_HF)
 };
 
 static void init_byte_pieces(Tokenizer *t) {
@@ -249,8 +253,48 @@ int tok_create_bytes(Tokenizer **out, BsError *err) {
     return 0;
 }
 
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int tok_load(Tokenizer **out, const char *path, int vocab_size, BsError *err) {
+    *out = NULL;
+    if (!path) return bs_fail(err, "invalid_argument", "tokenizer", "no tokenizer path");
+    if (!is_dir(path) && !ends_with(path, ".json")) {
+        if (vocab_size <= 0 && tok_count_llama2c(path, &vocab_size, err) != 0) return -1;
+        return tok_load_llama2c(out, path, vocab_size, err);
+    }
+    HfTok *hf = NULL;
+    if (hftok_load(&hf, path, err) != 0) return -1;
+    int size = hftok_size(hf);
+    if (vocab_size > 0 && size > vocab_size) {
+        hftok_free(hf);
+        return bs_fail(err, "tokenizer_mismatch", path,
+                       "tokenizer %s has ids up to %d, beyond the model's vocab_size %d", path,
+                       size - 1, vocab_size);
+    }
+    Tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        hftok_free(hf);
+        return bs_fail(err, "out_of_memory", path, "cannot allocate a tokenizer");
+    }
+    t->kind = TOK_KIND_HF;
+    t->vocab_size = vocab_size > 0 ? vocab_size : size;
+    t->hf = hf;
+    init_byte_pieces(t);
+    *out = t;
+    return 0;
+}
+
 void tok_free(Tokenizer *t) {
     if (!t) return;
+    hftok_free(t->hf);
     free(t->vocab);
     free(t->vocab_len);
     free(t->scores);
@@ -264,11 +308,40 @@ int tok_vocab_size(const Tokenizer *t) {
 }
 
 int tok_bos(const Tokenizer *t) {
+    if (t->kind == TOK_KIND_HF) return hftok_bos(t->hf);
     return t->kind == TOK_KIND_BYTES ? TOK_BYTES_BOS : LLAMA2C_BOS;
 }
 
 int tok_eos(const Tokenizer *t) {
+    if (t->kind == TOK_KIND_HF) return hftok_eos(t->hf);
     return t->kind == TOK_KIND_BYTES ? TOK_BYTES_EOS : LLAMA2C_EOS;
+}
+
+// Hugging Face: the crate's ids, framed by BOS / EOS when asked and present.
+static int encode_hf(const Tokenizer *t, const char *text, int add_bos, int add_eos, int **ids,
+                     int *n, BsError *err) {
+    int *body = NULL, nb = 0;
+    if (hftok_encode(t->hf, text, &body, &nb, err) != 0) return -1;
+    int bos = add_bos ? hftok_bos(t->hf) : -1, eos = add_eos ? hftok_eos(t->hf) : -1;
+    if (nb > INT_MAX - 2) {
+        free(body);
+        return bs_fail(err, "invalid_argument", "text", "text encodes to too many tokens");
+    }
+    int total = nb + (bos >= 0) + (eos >= 0);
+    int *all = malloc((size_t)(total ? total : 1) * sizeof *all);
+    if (!all) {
+        free(body);
+        return bs_fail(err, "out_of_memory", "text", "cannot allocate %d token ids", total);
+    }
+    int k = 0;
+    if (bos >= 0) all[k++] = bos;
+    memcpy(all + k, body, (size_t)nb * sizeof *all);
+    k += nb;
+    if (eos >= 0) all[k++] = eos;
+    free(body);
+    *ids = all;
+    *n = total;
+    return 0;
 }
 
 // The id of the merged pair (a, b), or -1; buf holds 2 * max_token_length + 3.
@@ -379,6 +452,7 @@ int tok_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, i
     *ids = NULL;
     *n = 0;
     if (!text) return bs_fail(err, "invalid_argument", "text", "text is NULL");
+    if (t->kind == TOK_KIND_HF) return encode_hf(t, text, add_bos, add_eos, ids, n, err);
     size_t len = strlen(text);
     // BOS + dummy prefix + at most one token per byte + EOS
     if (len > (size_t)INT_MAX - 3)
@@ -410,6 +484,14 @@ static int hex_value(char c) {
 
 const char *tok_piece(const Tokenizer *t, int prev, int token) {
     if (token < 0 || token >= t->vocab_size) return NULL;
+    if (t->kind == TOK_KIND_HF) {
+        int strips = 0;
+        const char *p = hftok_piece(t->hf, token, &strips);
+        if (!p) return ""; // padding past the tokenizer
+        // like the decoder's Strip at the start of a text, after BOS
+        if (strips && prev >= 0 && prev == hftok_bos(t->hf) && p[0] == ' ') p++;
+        return p;
+    }
     if (t->kind == TOK_KIND_BYTES) return token < 256 ? t->byte_pieces + token * 2 : "";
     const char *piece = t->vocab[token];
     // sentencepiece's decoder strips the dummy-prefix space after BOS
@@ -422,7 +504,31 @@ const char *tok_piece(const Tokenizer *t, int prev, int token) {
     return piece;
 }
 
+// Hugging Face: ids past the tokenizer (model padding) are dropped, as the
+// crate drops ids it has no token for.
+static char *decode_hf(const Tokenizer *t, const int *ids, int n, BsError *err) {
+    int size = hftok_size(t->hf), k = 0;
+    int *kept = malloc((size_t)(n > 0 ? n : 1) * sizeof *kept);
+    if (!kept) {
+        bs_fail(err, "out_of_memory", "", "cannot allocate the decoded ids");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->vocab_size) {
+            free(kept);
+            bs_fail(err, "invalid_token", "ids", "token id %d at position %d is outside 0..%d",
+                    ids[i], i, t->vocab_size - 1);
+            return NULL;
+        }
+        if (ids[i] < size) kept[k++] = ids[i];
+    }
+    char *s = hftok_decode(t->hf, kept, k, 1, err);
+    free(kept);
+    return s;
+}
+
 char *tok_decode(const Tokenizer *t, const int *ids, int n, BsError *err) {
+    if (t->kind == TOK_KIND_HF) return decode_hf(t, ids, n, err);
     size_t cap = 64, len = 0;
     char *out = malloc(cap);
     if (!out) {
