@@ -225,7 +225,9 @@ static int check_jobref(HttpRequest *req, Db *db, const char *field, const char 
 // Dependencies and preflight (which confines every path, output_dir
 // included, to data_root and rewrites them absolute). Fills p; returns -1
 // after replying on an internal error. Blockers are in p->rep for the caller.
-static int prepare(HttpRequest *req, ApiContext *api, Db *db, Recipe *r, Prepared *p) {
+// Holds a pooled connection only around the job-reference lookups, not
+// through preflight (which reads the data files and can take a while).
+static int prepare(HttpRequest *req, ApiContext *api, Recipe *r, Prepared *p) {
     memset(p, 0, sizeof(*p));
     p->rep = http_alloc(req, sizeof(*p->rep));
     if (!p->rep) {
@@ -234,9 +236,21 @@ static int prepare(HttpRequest *req, ApiContext *api, Db *db, Recipe *r, Prepare
     }
     Blocker extra[2];
     int n_extra = 0;
-    if (check_jobref(req, db, "model", r->model, p, extra, &n_extra) < 0) return -1;
-    if (check_jobref(req, db, "reference_model", r->reference_model, p, extra, &n_extra) < 0)
-        return -1;
+    char ref[DB_ID_SIZE];
+    if (jobref_parse(r->model, ref) || jobref_parse(r->reference_model, ref)) {
+        BsError derr;
+        bs_error_clear(&derr);
+        Db *db = dbpool_acquire(api->pool, &derr);
+        if (!db) {
+            reply_db_error(req, &derr);
+            return -1;
+        }
+        int rc = check_jobref(req, db, "model", r->model, p, extra, &n_extra);
+        if (rc == 0)
+            rc = check_jobref(req, db, "reference_model", r->reference_model, p, extra, &n_extra);
+        dbpool_release(api->pool, db);
+        if (rc < 0) return -1;
+    }
     PreflightOptions opt = {
         .data_root = api->data_root,
         .memory_limit_bytes = api->memory_limit_bytes,
@@ -312,14 +326,14 @@ static void h_jobs_create(HttpRequest *req, ApiContext *api) {
         oom(req);
         return;
     }
-    Db *db = req_db(req, api);
-    if (!db) return;
     Prepared p;
-    if (prepare(req, api, db, r, &p) < 0) return;
+    if (prepare(req, api, r, &p) < 0) return;
     if (p.rep->n_blockers > 0) {
         reply_blocked(req, p.rep);
         return;
     }
+    Db *db = req_db(req, api);
+    if (!db) return;
     char *warnings = NULL;
     cJSON *wa = blockers_to_json(p.rep->warnings, p.rep->n_warnings);
     if (wa) warnings = cJSON_PrintUnformatted(wa);
@@ -781,10 +795,8 @@ static void h_preflight(HttpRequest *req, void *user) {
     if (http_body_format(req, &fmt) < 0) return;
     Recipe *r = req_recipe(req, fmt);
     if (!r) return;
-    Db *db = req_db(req, api);
-    if (!db) return;
     Prepared p;
-    if (prepare(req, api, db, r, &p) < 0) return;
+    if (prepare(req, api, r, &p) < 0) return;
     char *text = preflight_to_json(p.rep);
     cJSON *out = text ? cJSON_Parse(text) : NULL;
     free(text);

@@ -17,6 +17,7 @@
 #include "ckpt.h"
 #include "db.h"
 #include "generate.h"
+#include "hf.h"
 #include "jobutil.h"
 #include "jsoncheck.h"
 #include "model.h"
@@ -295,7 +296,8 @@ static int confine(const char *root, const char *field, const char *missing_code
     return 0;
 }
 
-// The final/model.bin a succeeded job left (malloc'd into *out).
+// The final model a succeeded job left (malloc'd into *out): final/model.bin,
+// or the Hugging Face folder final/ (jobref_model_path).
 static int job_final_model(const ApiContext *api, const DbJob *job, const char *field,
                            const char *what, char **out, BsError *err) {
     if (job->status != JOB_SUCCEEDED)
@@ -317,11 +319,43 @@ static int job_final_model(const ApiContext *api, const DbJob *job, const char *
     return 0;
 }
 
-// Fills src for the job: "final" is its final/model.bin; "base" is what the
-// worker started from (a checkpoint in data_root, a `job:ID` dependency's
-// final model, or model_init weights regenerated from the recipe's seed).
-// The tokenizer follows train.c: the recipe's, else the byte tokenizer for
-// model_init without vocab_size, else none (pre-tokenized data).
+// The model the job started from into *out (malloc'd; NULL for model_init):
+// a checkpoint or Hugging Face folder in data_root, or a `job:ID`
+// dependency's final model.
+static int base_model_path(const ApiContext *api, Db *db, const Recipe *r, char **out,
+                           BsError *err) {
+    char dep_id[DB_ID_SIZE];
+    *out = NULL;
+    if (r->model && jobref_parse(r->model, dep_id)) {
+        DbJob dep;
+        if (db_job_load(db, dep_id, &dep, err) < 0) {
+            if (strcmp(err->code, "not_found") == 0)
+                bs_fail(err, "model_not_found", "model",
+                        "the job started from job %s, which no longer exists", dep_id);
+            return -1;
+        }
+        int rc = job_final_model(api, &dep, "model", "the job's model comes from job", out, err);
+        db_job_free(&dep);
+        return rc;
+    }
+    if (r->model) return confine(api->data_root, "model", "model_not_found", r->model, out, err);
+    if (r->has_model_init) return 0;
+    return bs_fail(err, "model_not_found", "model", "the job's recipe names no model");
+}
+
+// path (malloc'd) when it is a Hugging Face model folder with its own
+// tokenizer, else NULL.
+static char *folder_tokenizer(const char *path) {
+    return path && hf_is_model_dir(path) && tok_dir_has_hf(path) ? strdup(path) : NULL;
+}
+
+// Fills src for the job: "final" is its final model (final/model.bin or the
+// Hugging Face folder final/); "base" is what the worker started from (a
+// checkpoint or folder in data_root, a `job:ID` dependency's final model, or
+// model_init weights regenerated from the recipe's seed). The tokenizer
+// follows train.c: the recipe's, else the byte tokenizer for model_init
+// without vocab_size, else the starting Hugging Face folder's own (which an
+// HF export copies into final/), else none (pre-tokenized data).
 static int resolve_source(const ApiContext *api, Db *db, const DbJob *job, const Recipe *r,
                           int final, GenSource *src, BsError *err) {
     memset(src, 0, sizeof(*src));
@@ -332,34 +366,29 @@ static int resolve_source(const ApiContext *api, Db *db, const DbJob *job, const
     } else if (recipe_uses_byte_tokenizer(r)) {
         src->bytes_tok = 1;
     }
+    int want_folder_tok = !src->tok_path && !src->bytes_tok;
     if (final) {
         if (job_final_model(api, job, "model", "job", &src->model_path, err) < 0) goto fail;
+        if (want_folder_tok) {
+            src->tok_path = folder_tokenizer(src->model_path);
+            if (!src->tok_path && hf_is_model_dir(src->model_path) == 0) {
+                // A llama2.c export: the starting folder's tokenizer, when it is still there.
+                char *base = NULL;
+                BsError ignored;
+                if (base_model_path(api, db, r, &base, &ignored) == 0)
+                    src->tok_path = folder_tokenizer(base);
+                free(base);
+            }
+        }
         return 0;
     }
-    char dep_id[DB_ID_SIZE];
-    if (r->model && jobref_parse(r->model, dep_id)) {
-        DbJob dep;
-        if (db_job_load(db, dep_id, &dep, err) < 0) {
-            if (strcmp(err->code, "not_found") == 0)
-                bs_fail(err, "model_not_found", "model",
-                        "the job started from job %s, which no longer exists", dep_id);
-            goto fail;
-        }
-        int rc = job_final_model(api, &dep, "model", "the job's model comes from job",
-                                 &src->model_path, err);
-        db_job_free(&dep);
-        if (rc < 0) goto fail;
-    } else if (r->model) {
-        if (confine(api->data_root, "model", "model_not_found", r->model, &src->model_path, err) <
-            0)
-            goto fail;
-    } else if (r->has_model_init) {
+    if (base_model_path(api, db, r, &src->model_path, err) < 0) goto fail;
+    if (src->model_path) {
+        if (want_folder_tok) src->tok_path = folder_tokenizer(src->model_path);
+    } else {
         src->has_init = 1;
         src->init = r->model_init;
         src->seed = r->seed;
-    } else {
-        bs_fail(err, "model_not_found", "model", "the job's recipe names no model");
-        goto fail;
     }
     return 0;
 fail:
@@ -568,7 +597,8 @@ static int run_generation(const ApiContext *api, const char *job_id, const GenSo
     if (load_tokenizer(src, &g->cfg, &g->tok, err) < 0) return -1;
     const char *pname = p->prompt ? "prompt" : "prompt_ids";
     if (p->prompt) {
-        if (tok_encode(g->tok, p->prompt, 1, 0, &g->prompt, &g->n_prompt, err) < 0) {
+        // BOS unless the prompt already starts with it, as the training data.
+        if (tok_encode_bos(g->tok, p->prompt, 0, &g->prompt, &g->n_prompt, err) < 0) {
             snprintf(err->param, sizeof(err->param), "prompt");
             return -1;
         }
@@ -599,7 +629,7 @@ static int run_generation(const ApiContext *api, const char *job_id, const GenSo
         .seed = p->seed,
         // The data appends EOS after every completion, so a tuned model ends there.
         .eos_id = g->tok ? tok_eos(g->tok) : -1,
-        .bos_id = bos > 0 ? bos : 0,
+        .bos_id = g->tok ? bos : 0, // -1: a tokenizer without BOS, nothing stops there
         .on_token = watch_token,
         .user = &watch,
     };

@@ -656,8 +656,8 @@ HttpServer *http_server_start(const HttpConfig *cfg, BsError *err) {
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s ? cfg->connection_timeout_s : 60u,
         // Strict HTTP/1.1 parsing (Host required, no bare LF, no space before
         // ':'): a request smuggled past a lenient proxy is refused here.
-        MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+        MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_END);
     if (!srv->mhd) {
         bs_fail(err, "io", "listen", "cannot listen on %s:%d (address in use or not available)",
                 cfg->host, cfg->port);

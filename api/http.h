@@ -50,10 +50,10 @@ typedef struct {
 } HttpRoute;
 
 typedef struct {
-    const char *host;      // numeric address or "localhost"
-    int port;              // 0: ephemeral
-    const char *token;     // NULL or "": no auth
-    size_t max_body_bytes; // bodies over this are answered 413
+    const char *host;              // numeric address or "localhost"
+    int port;                      // 0: ephemeral
+    const char *token;             // NULL or "": no auth
+    size_t max_body_bytes;         // bodies over this are answered 413
     unsigned connection_limit;     // open connections (one thread each); 0: 1024
     unsigned connection_timeout_s; // idle keep-alive / stalled upload timeout
     const HttpRoute *routes;       // terminated by a NULL pattern

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "strbuf.h"
 
@@ -22,7 +23,23 @@ static char *join(const char *a, const char *b) {
 }
 
 char *jobref_model_path(const char *output_dir) {
-    return join(output_dir, "final/model.bin");
+    char *bin = join(output_dir, "final/model.bin");
+    char *cfg = join(output_dir, "final/config.json");
+    if (!bin || !cfg) {
+        free(bin);
+        free(cfg);
+        return NULL;
+    }
+    struct stat sb, sc;
+    int has_bin = stat(bin, &sb) == 0, has_cfg = stat(cfg, &sc) == 0 && S_ISREG(sc.st_mode);
+    free(cfg);
+    if (!has_cfg ||
+        (has_bin && (sb.st_mtim.tv_sec > sc.st_mtim.tv_sec ||
+                     (sb.st_mtim.tv_sec == sc.st_mtim.tv_sec &&
+                      sb.st_mtim.tv_nsec >= sc.st_mtim.tv_nsec))))
+        return bin;
+    free(bin);
+    return join(output_dir, "final");
 }
 
 char *job_default_output_dir(const char *state_dir, const char *id) {

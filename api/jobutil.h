@@ -12,7 +12,10 @@
 
 // 1 when s is "job:<id>" with a well-formed id (copied to id), else 0.
 int jobref_parse(const char *s, char id[DB_ID_SIZE]);
-// "<output_dir>/final/model.bin": the model a succeeded job leaves behind.
+// The model a succeeded job leaves behind: "<output_dir>/final/model.bin"
+// (llama2.c), or the Hugging Face folder "<output_dir>/final" when it holds a
+// config.json and no model.bin (or a newer config.json than model.bin: the
+// later run wins). The model.bin path when neither exists, for messages.
 // malloc'd (caller frees); NULL on OOM.
 char *jobref_model_path(const char *output_dir);
 // "<state_dir>/jobs/<id>", malloc'd (caller frees); NULL on OOM.

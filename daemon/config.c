@@ -44,6 +44,8 @@ static const Option OPTIONS[] = {
      OFF(shutdown_timeout_s)},
     {"sse_heartbeat", "--sse-heartbeat", "BREWSLM_SSE_HEARTBEAT", T_INT, 1, 3600,
      OFF(sse_heartbeat_s)},
+    {"max_connections", "--max-connections", "BREWSLM_MAX_CONNECTIONS", T_INT, 16, 65536,
+     OFF(max_connections)},
 };
 #define N_OPTIONS ((int)(sizeof(OPTIONS) / sizeof(OPTIONS[0])))
 
@@ -200,10 +202,37 @@ static void usage(void) {
            "  --memory-limit SIZE        preflight's memory limit (default none)\n"
            "  --shutdown-timeout SECS    wait for jobs to checkpoint on SIGTERM (default 30)\n"
            "  --sse-heartbeat SECS       ': ping' interval on idle event streams (default 15)\n"
+           "  --max-connections N        open HTTP connections, SSE streams included (default "
+           "1024)\n"
            "Every option is also a config-file key (listen, state_dir, db, data_root, "
            "max_concurrent_jobs,\n"
-           "token_file, max_body_bytes, memory_limit, shutdown_timeout, sse_heartbeat) and a "
-           "BREWSLM_* variable.\n");
+           "token_file, max_body_bytes, memory_limit, shutdown_timeout, sse_heartbeat, "
+           "max_connections)\nand a BREWSLM_* variable.\n");
+}
+
+// The token without surrounding white space, checked to be one printable
+// word (what fits in an Authorization header); malloc'd, or NULL with msg.
+static char *token_copy(Loader *L, const char *raw, const char *where) {
+    char *copy = strdup(raw);
+    if (!copy) {
+        fail(L, "out of memory");
+        return NULL;
+    }
+    char *t = trim(copy);
+    const char *why = NULL;
+    if (!*t) why = "is empty";
+    for (char *p = t; !why && *p; p++)
+        if (!isgraph((unsigned char)*p)) why = "must be one word of printable ASCII characters";
+    if (!why && strlen(t) < 16)
+        fprintf(stderr, "brewslmd: warning: the token from %s is shorter than 16 characters\n",
+                where);
+    if (why) {
+        fail(L, "the token from %s %s", where, why);
+        free(copy);
+        return NULL;
+    }
+    memmove(copy, t, strlen(t) + 1);
+    return copy;
 }
 
 static char *read_token(Loader *L, const char *path) {
@@ -221,20 +250,7 @@ static char *read_token(Loader *L, const char *path) {
         return NULL;
     }
     buf[n] = '\0';
-    char *t = trim(buf);
-    if (!*t) {
-        fail(L, "token file %s is empty", path);
-        return NULL;
-    }
-    for (char *p = t; *p; p++) {
-        if (!isgraph((unsigned char)*p)) {
-            fail(L, "token in %s must be one line of printable characters", path);
-            return NULL;
-        }
-    }
-    char *copy = strdup(t);
-    if (!copy) fail(L, "out of memory");
-    return copy;
+    return token_copy(L, buf, path);
 }
 
 // "ADDR:PORT", "[V6]:PORT".
@@ -278,6 +294,7 @@ int config_load(DaemonConfig *c, int argc, char **argv, char *msg, size_t msg_le
     c->max_body_bytes = 1 << 20;
     c->shutdown_timeout_s = 30;
     c->sse_heartbeat_s = 15;
+    c->max_connections = 1024;
 
     // Flags first (highest level) so --config is known before the file.
     for (int a = 1; a < argc; a++) {
@@ -350,7 +367,7 @@ int config_load(DaemonConfig *c, int argc, char **argv, char *msg, size_t msg_le
                     c->token_file);
         if (!(c->token = read_token(&L, c->token_file))) return -1;
     } else if (env_token && *env_token) {
-        if (!(c->token = strdup(env_token))) return fail(&L, "out of memory");
+        if (!(c->token = token_copy(&L, env_token, "BREWSLM_TOKEN"))) return -1;
     }
     return 0;
 }

@@ -14,7 +14,11 @@
 //   memory_limit         --memory-limit SIZE      BREWSLM_MEMORY_LIMIT    0 (no limit)
 //   shutdown_timeout     --shutdown-timeout SECS  BREWSLM_SHUTDOWN_TIMEOUT 30
 //   sse_heartbeat        --sse-heartbeat SECS     BREWSLM_SSE_HEARTBEAT   15
+//   max_connections      --max-connections N      BREWSLM_MAX_CONNECTIONS 1024
 //
+// max_connections bounds open HTTP connections (one thread each; an SSE
+// stream holds one for its whole life); connections over it are closed at
+// accept. The open-file limit is raised to fit it at start-up.//
 // The file is given with --config FILE (or BREWSLM_CONFIG); '#' starts a
 // comment, values may be quoted. SIZE takes an optional K/M/G/T suffix
 // (powers of 1024). The token is never accepted on the command line.
@@ -37,6 +41,7 @@ typedef struct {
     long long memory_limit;
     int shutdown_timeout_s;
     int sse_heartbeat_s;
+    int max_connections;
     char *config_file;
 } DaemonConfig;
 

@@ -3,10 +3,12 @@
 // SIGTERM / SIGINT (stop accepting, let running jobs checkpoint, exit 0).
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -15,6 +17,20 @@
 #include "config.h"
 #include "http.h"
 #include "scheduler.h"
+
+// Database connections shared by the HTTP threads (a handler borrows one per
+// request, an SSE stream one per read): a bounded set kept open, since a
+// burst of streams waking at each event would otherwise open and close a
+// connection apiece. A thread finding all in use waits up to DB_POOL_WAIT_MS.
+#define DB_POOL_MAX 32
+#define DB_POOL_WAIT_MS 10000
+// SQLite busy timeout of the HTTP threads' connections. The storage layer
+// retries BEGIN IMMEDIATE 20 times after each timeout, so a request waits
+// about 20 x 250 ms + backoff ~= 6 s for a write lock held elsewhere, then
+// answers 503 db_busy with Retry-After. Job workers and the scheduler keep
+// storage's default (5 s per try, ~100 s): a training step would rather wait
+// than fail.
+#define API_BUSY_TIMEOUT_MS 250
 
 typedef struct {
     uv_loop_t *loop;
@@ -55,6 +71,20 @@ static char *ensure_dir(const char *what, const char *dir) {
     return abs;
 }
 
+// Each connection holds a socket, and each HTTP thread may hold a pooled
+// SQLite connection (its file, WAL and shm descriptors): raise the soft
+// open-file limit towards that, up to the hard limit. Returns the limit.
+static rlim_t raise_nofile(int max_connections) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rlim_t want = (rlim_t)max_connections * 2 + 256;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) return rl.rlim_cur;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return old;
+    return rl.rlim_cur;
+}
+
 static void finish(App *app) {
     if (app->finished) return;
     app->finished = 1;
@@ -85,6 +115,22 @@ static void on_grace(uv_timer_t *t) {
     finish(app);
 }
 
+// Extra seconds past shutdown_timeout before the watchdog ends the process.
+#define SHUTDOWN_WATCHDOG_SLACK_S 15
+
+// Stopping joins every connection thread; a handler stuck in a system call
+// (say, reading a FIFO a recipe pointed at) would hold the exit forever. The
+// watchdog bounds the whole shutdown: running jobs resume from their last
+// checkpoint at the next start, as after a crash.
+static void *shutdown_watchdog(void *arg) {
+    int secs = *(const int *)arg;
+    sleep((unsigned)secs);
+    fprintf(stderr, "brewslmd: shutdown still not finished after %d s; exiting now\n", secs);
+    fflush(stderr);
+    _exit(1);
+    return NULL;
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
     App *app = h->data;
     if (app->stopping) {
@@ -96,6 +142,10 @@ static void on_signal(uv_signal_t *h, int signum) {
     fprintf(stderr, "brewslmd: %s: stopping; running jobs checkpoint (up to %d s)\n",
             strsignal(signum), app->cfg.shutdown_timeout_s);
     http_server_quiesce(app->srv);
+    static int watchdog_s;
+    watchdog_s = app->cfg.shutdown_timeout_s + SHUTDOWN_WATCHDOG_SLACK_S;
+    pthread_t wd;
+    if (pthread_create(&wd, NULL, shutdown_watchdog, &watchdog_s) == 0) pthread_detach(wd);
     uv_timer_start(&app->grace, on_grace, (uint64_t)app->cfg.shutdown_timeout_s * 1000u, 0);
     sched_shutdown(app->sched, on_jobs_stopped, app);
 }
@@ -134,6 +184,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    rlim_t nofile = raise_nofile(cfg->max_connections);
+    if (nofile != RLIM_INFINITY && nofile < (rlim_t)cfg->max_connections + 64)
+        fprintf(stderr,
+                "brewslmd: warning: the open-file limit (%llu) is too low for %d connections; "
+                "raise it (ulimit -n, LimitNOFILE=) or lower max_connections\n",
+                (unsigned long long)nofile, cfg->max_connections);
 
     // One pool thread per concurrent job; libuv reads this once, when the
     // pool is first used, so it must be set before anything is queued.
@@ -170,7 +226,7 @@ int main(int argc, char **argv) {
     app.broker = broker_create();
     stats = promstats_create();
     if (!app.broker || !stats) goto out;
-    pool = dbpool_create(cfg->db_path, 8, &err);
+    pool = dbpool_create(cfg->db_path, DB_POOL_MAX, API_BUSY_TIMEOUT_MS, DB_POOL_WAIT_MS, &err);
     if (!pool) goto fail_err;
     SchedConfig sc = {
         .db_path = cfg->db_path,
@@ -213,7 +269,7 @@ int main(int argc, char **argv) {
         .port = cfg->port,
         .token = cfg->token,
         .max_body_bytes = (size_t)cfg->max_body_bytes,
-        .connection_limit = 128,
+        .connection_limit = (unsigned)cfg->max_connections,
         .connection_timeout_s = 60,
         .routes = routes,
         .user = &api,

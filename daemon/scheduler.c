@@ -27,6 +27,7 @@
 #include "jobutil.h"
 #include "preflight.h"
 #include "recipe.h"
+#include "strbuf.h"
 #include "train.h"
 
 #define TICK_MS 2000
@@ -34,6 +35,16 @@
 #define SWEEP_PAGE 500
 
 typedef struct Worker Worker;
+
+// A final status a worker could not write (the database was full or
+// locked): retried on every tick until it lands, so the job does not stay
+// 'running' in the database while nothing runs it.
+typedef struct Pending {
+    char id[DB_ID_SIZE];
+    JobStatus status;
+    char *detail; // JSON or NULL (malloc'd)
+    struct Pending *next;
+} Pending;
 
 struct Sched {
     uv_loop_t *loop;
@@ -47,6 +58,7 @@ struct Sched {
     atomic_int stopping;
     void (*done)(void *);
     void *done_arg;
+    Pending *pending; // loop thread only
 };
 
 struct Worker {
@@ -60,6 +72,9 @@ struct Worker {
     int last_step;
     double last_progress;
     double last_num_tokens;
+    // Why a hook stopped the run (the trainer only reports "aborted").
+    int hook_failed;
+    BsError hook_err;
     // Outcome, written by the pool thread, or by after_work when the pool
     // thread had no database connection.
     int has_outcome;
@@ -130,12 +145,18 @@ static char *summary_json(const TrainResult *res) {
 }
 
 static char *error_json(const char *type, const char *message, const char *param) {
+    // Trainer messages may quote data bytes: the API serves this JSON as is.
+    char msg[1024], par[256];
+    snprintf(msg, sizeof(msg), "%s", message ? message : "");
+    snprintf(par, sizeof(par), "%s", param ? param : "");
+    utf8_scrub(msg);
+    utf8_scrub(par);
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "type", type);
-    cJSON_AddStringToObject(o, "message", message);
-    if (param && *param)
-        cJSON_AddStringToObject(o, "param", param);
+    cJSON_AddStringToObject(o, "message", msg);
+    if (par[0])
+        cJSON_AddStringToObject(o, "param", par);
     else
         cJSON_AddNullToObject(o, "param");
     char *s = cJSON_PrintUnformatted(o);
@@ -194,6 +215,10 @@ static int hook_metrics(void *user, const MetricRow *row) {
     bs_error_clear(&err);
     if (db_metrics_append(w->db, w->id, row, 1, w->epoch, NULL, &err) < 0) {
         logf_(w->id, "cannot record metrics of step %d: %s", row->step, err.message);
+        // The job fails rather than train on without a record of its metrics.
+        w->hook_failed = 1;
+        bs_fail(&w->hook_err, strcmp(err.code, "db_busy") == 0 ? "db_busy" : "io", "",
+                "cannot record the metrics of step %d in the database: %s", row->step, err.message);
         return -1;
     }
     double tokens;
@@ -261,6 +286,24 @@ static void hook_resume(void *user, int resumed_step) {
     if (db_metrics_delete_after(w->db, w->id, resumed_step, &err) < 0)
         logf_(w->id, "cannot drop metrics after step %d: %s", resumed_step, err.message);
     w->last_step = resumed_step;
+    // num_tokens is cumulative over the whole run: count this process's
+    // tokens from the last logged row at or before the resumed step (exact
+    // when that step was logged, as with save_steps a multiple of
+    // logging_steps).
+    cJSON *rows = NULL;
+    if (db_metrics_list(w->db, w->id, -1, 0, &rows, &err) == 0) {
+        const cJSON *row;
+        cJSON_ArrayForEach(row, rows) {
+            const cJSON *ev = cJSON_GetObjectItemCaseSensitive(row, "is_eval");
+            const cJSON *st = cJSON_GetObjectItemCaseSensitive(row, "step");
+            const cJSON *vals = cJSON_GetObjectItemCaseSensitive(row, "values");
+            const cJSON *nt = cJSON_GetObjectItemCaseSensitive(vals, "num_tokens");
+            if (cJSON_IsTrue(ev) || (cJSON_IsNumber(ev) && ev->valuedouble != 0)) continue;
+            if (cJSON_IsNumber(st) && st->valuedouble <= resumed_step && cJSON_IsNumber(nt))
+                w->last_num_tokens = nt->valuedouble;
+        }
+        cJSON_Delete(rows);
+    }
     db_job_progress(w->db, w->id, resumed_step, -1, w->epoch, &err);
 }
 
@@ -428,7 +471,10 @@ static void worker_run(uv_work_t *req) {
     // Progress writes are throttled: record where the run really ended.
     BsError perr;
     if (res.step > 0) db_job_progress(w->db, w->id, res.step, res.total_steps, w->epoch, &perr);
-    if (trc < 0) {
+    if (trc < 0 && w->hook_failed && strcmp(err.code, "aborted") == 0) {
+        set_outcome(w, JOB_FAILED,
+                    error_json(w->hook_err.code, w->hook_err.message, w->hook_err.param));
+    } else if (trc < 0) {
         set_outcome(w, JOB_FAILED, error_json(err.code, err.message, err.param));
     } else if (!res.stopped) {
         set_outcome(w, JOB_SUCCEEDED, summary_json(&res));
@@ -464,11 +510,52 @@ out:
 
 static void schedule(Sched *s);
 
+// Loop thread: keeps an outcome that could not be written for on_tick.
+static void pending_add(Sched *s, Worker *w) {
+    Pending *p = calloc(1, sizeof(*p));
+    if (!p) {
+        logf_(w->id, "out of memory: status %s is lost until the next start",
+              db_status_name(w->outcome));
+        return;
+    }
+    snprintf(p->id, sizeof(p->id), "%s", w->id);
+    p->status = w->outcome;
+    p->detail = w->detail;
+    w->detail = NULL;
+    p->next = s->pending;
+    s->pending = p;
+    logf_(w->id, "status %s not recorded yet; retrying every %d s", db_status_name(p->status),
+          TICK_MS / 1000);
+}
+
+// Loop thread: writes the pending outcomes that the database takes now.
+static void pending_retry(Sched *s) {
+    Pending **pp = &s->pending;
+    while (*pp) {
+        Pending *p = *pp;
+        BsError err;
+        bs_error_clear(&err);
+        int rc = db_job_set_status(s->db, p->id, p->status, p->detail, NULL, &err);
+        if (rc < 0 && strcmp(err.code, "invalid_transition") != 0) {
+            pp = &p->next;
+            continue;
+        }
+        if (rc == 0) {
+            logf_(p->id, "%s (recorded late)", db_status_name(p->status));
+            broker_publish(s->cfg.broker);
+        }
+        *pp = p->next;
+        free(p->detail);
+        free(p);
+    }
+}
+
 static void worker_after(uv_work_t *req, int status) {
     (void)status;
     Worker *w = req->data;
     Sched *s = w->s;
-    if (!w->outcome_written) write_outcome(w, s->db);
+    if (!w->outcome_written && write_outcome(w, s->db) < 0 && !w->outcome_written)
+        pending_add(s, w);
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_running; i++) {
         if (s->running[i] == w) {
@@ -579,7 +666,9 @@ static void on_wake(uv_async_t *h) {
 }
 
 static void on_tick(uv_timer_t *h) {
-    schedule(h->data);
+    Sched *s = h->data;
+    if (s->pending) pending_retry(s);
+    schedule(s);
 }
 
 void sched_wake(Sched *s) {
@@ -644,6 +733,14 @@ void sched_close(Sched *s) {
 
 void sched_free(Sched *s) {
     if (!s) return;
+    while (s->pending) {
+        Pending *p = s->pending;
+        s->pending = p->next;
+        logf_(p->id, "status %s was never recorded; the job resumes at the next start",
+              db_status_name(p->status));
+        free(p->detail);
+        free(p);
+    }
     db_close(s->db);
     pthread_mutex_destroy(&s->mu);
     free(s->running);

@@ -2,11 +2,15 @@
 // ids are the bytes themselves, so expected ids are written out by hand),
 // TRL's implicit-prompt split, the prompt/completion token boundary with the
 // Llama 2 tokenizer, truncation (keep_start / keep_end), dropped and bad rows
-// with their line numbers, gzip, and the real HH-RLHF harmless-base test split.
+// with their line numbers, gzip, the real HH-RLHF harmless-base test split,
+// and conversational rows through the chat templates with a Hugging Face
+// byte-level tokenizer (BOS only when the text lacks it, EOS only when the
+// completion lacks it, none when the tokenizer has none).
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -672,6 +676,220 @@ static void test_hh_rlhf(const Tokenizer *llama) {
     data_free(&ds);
 }
 
+// A byte-level tokenizer.json (ids 0..255 are the bytes, GPT-2's alphabet, no
+// merges) with added tokens <s> 256, </s> 257, <|im_start|> 258, <|im_end|>
+// 259, in tmpdir/name; config is tokenizer_config.json's text.
+static const char *write_bytelevel(const char *name, const char *config) {
+    static char dir[512];
+    char path[600];
+    snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+    if (mkdir(dir, 0755) != 0) return NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    static const char *const specials[] = {"<s>", "</s>", "<|im_start|>", "<|im_end|>"};
+    for (int i = 0; i < 4; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", 256 + i);
+        cJSON_AddStringToObject(a, "content", specials[i]);
+        cJSON_AddBoolToObject(a, "special", 1);
+        cJSON_AddBoolToObject(a, "normalized", 0);
+        cJSON_AddItemToArray(added, a);
+    }
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(pre, "use_regex", 1);
+    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
+    cJSON_AddStringToObject(dec, "type", "ByteLevel");
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int b = 0, n = 0; b < 256; b++) { // GPT-2 bytes_to_unicode
+        int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        unsigned c = keep ? (unsigned)b : 256u + (unsigned)n++;
+        char u[4] = {0};
+        if (c < 0x80) {
+            u[0] = (char)c;
+        } else {
+            u[0] = (char)(0xC0 | (c >> 6));
+            u[1] = (char)(0x80 | (c & 0x3F));
+        }
+        cJSON_AddNumberToObject(vocab, u, b);
+    }
+    cJSON_AddArrayToObject(model, "merges");
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    int ok = f && text && fputs(text, f) >= 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(text);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    ok = ok && f && fputs(config, f) >= 0;
+    if (f) ok = fclose(f) == 0 && ok;
+    return ok ? dir : NULL;
+}
+
+// ids[from..] == the bytes of s; returns from + strlen(s), or -1.
+static int bytes_at(const int *ids, int n, int from, const char *s) {
+    for (const char *p = s; *p; p++, from++)
+        if (from >= n || ids[from] != (unsigned char)*p) return -1;
+    return from;
+}
+
+static void test_chat_templates(void) {
+    enum { S = 256, E = 257, IS = 258, IE = 259 };
+    const char *with_bos = write_bytelevel(
+        "bl-bos", "{\"bos_token\": \"<s>\", \"eos_token\": \"</s>\", \"chat_template\": "
+                  "\"{{ bos_token }}[INST] <<SYS>> ... [/INST]\"}");
+    char bos_dir[512];
+    snprintf(bos_dir, sizeof bos_dir, "%s", with_bos ? with_bos : "");
+    const char *no_bos = write_bytelevel(
+        "bl-nobos", "{\"bos_token\": null, \"eos_token\": \"<|im_end|>\", \"chat_template\": "
+                    "\"{% for m in messages %}<|im_start|>{{ m.role }}...{% endfor %}\"}");
+    CHECK(with_bos && no_bos);
+    if (!with_bos || !no_bos) return;
+    BsError err;
+    Tokenizer *tb = NULL, *tn = NULL;
+    CHECK(tok_load(&tb, bos_dir, 260, &err) == 0);
+    CHECK(tok_load(&tn, no_bos, 260, &err) == 0);
+    if (!tb || !tn) {
+        tok_free(tb);
+        tok_free(tn);
+        return;
+    }
+    CHECK_INT_EQ(tok_bos(tb), S);
+    CHECK_INT_EQ(tok_eos(tb), E);
+    CHECK_INT_EQ(tok_bos(tn), -1);
+    CHECK_INT_EQ(tok_eos(tn), IE);
+
+    // auto: chat_detect on the tokenizer folder; an explicit value wins.
+    Recipe r = make_recipe(DATA_PREFERENCE, NULL);
+    char warning[512];
+    CHECK_INT_EQ(data_chat_template(&r, bos_dir, warning, sizeof warning), CHAT_LLAMA2);
+    CHECK(warning[0] == '\0');
+    CHECK_INT_EQ(data_chat_template(&r, no_bos, warning, sizeof warning), CHAT_CHATML);
+    CHECK_INT_EQ(data_chat_template(&r, NULL, warning, sizeof warning), CHAT_PLAIN);
+    CHECK(warning[0] == '\0');
+    CHECK_INT_EQ(data_chat_template(&r, "../shared/models/aidreams260K-tok512.bin", warning,
+                                    sizeof warning),
+                 CHAT_PLAIN);
+    r.chat_template = CHAT_ZEPHYR;
+    CHECK_INT_EQ(data_chat_template(&r, no_bos, warning, sizeof warning), CHAT_ZEPHYR);
+    r.chat_template = CHAT_AUTO;
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/chat.jsonl", tmpdir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chosen\": [{\"role\": "
+          "\"assistant\", \"content\": \"A\"}], \"rejected\": [{\"role\": \"assistant\", "
+          "\"content\": \"B\"}]}\n"
+          "{\"prompt\": \"q\", \"chosen\": \" x\", \"rejected\": \" y\"}\n",
+          f);
+    fclose(f);
+    r.train_file = path;
+
+    // llama2: "<s>[INST] hi [/INST]" + " A </s>": the text's <s> is the only
+    // BOS and its </s> the only EOS; the string row gets BOS and EOS added.
+    Dataset ds;
+    DataOptions opt = {.chat_template = CHAT_LLAMA2};
+    bs_error_clear(&err);
+    if (data_load_ex(&ds, path, &r, tb, 260, 1024, &opt, &err) == 0) {
+        CHECK_INT_EQ(ds.n, 2);
+        CHECK_INT_EQ(ds.n_chat, 1);
+        if (ds.n == 2) {
+            const Example *e = &ds.rows[0];
+            CHECK(e->n_prompt > 1 && e->prompt[0] == S &&
+                  bytes_at(e->prompt, e->n_prompt, 1, "[INST] hi [/INST]") == e->n_prompt);
+            CHECK(e->n_chosen == 4 && bytes_at(e->chosen, e->n_chosen, 0, " A ") == 3 &&
+                  e->chosen[3] == E);
+            CHECK(e->n_rejected == 4 && bytes_at(e->rejected, e->n_rejected, 0, " B ") == 3 &&
+                  e->rejected[3] == E);
+            e = &ds.rows[1];
+            CHECK(e->n_prompt == 2 && e->prompt[0] == S && e->prompt[1] == 'q');
+            CHECK(e->n_chosen == 3 && e->chosen[0] == ' ' && e->chosen[1] == 'x' &&
+                  e->chosen[2] == E);
+        }
+        data_free(&ds);
+    } else {
+        fprintf(stderr, "  llama2: %s\n", err.message);
+        CHECK(0);
+    }
+
+    // chatml with a tokenizer without BOS: no BOS anywhere, EOS <|im_end|> appended
+    // after the template's trailing "\n".
+    opt.chat_template = CHAT_CHATML;
+    bs_error_clear(&err);
+    if (data_load_ex(&ds, path, &r, tn, 260, 1024, &opt, &err) == 0) {
+        CHECK_INT_EQ(ds.n, 2);
+        CHECK_INT_EQ(ds.n_chat, 1);
+        if (ds.n == 2) {
+            const Example *e = &ds.rows[0];
+            int k = e->n_prompt > 0 && e->prompt[0] == IS ? 1 : -1;
+            if (k > 0) k = bytes_at(e->prompt, e->n_prompt, k, "user\nhi");
+            if (k > 0 && k < e->n_prompt && e->prompt[k] == IE)
+                k = bytes_at(e->prompt, e->n_prompt, k + 1, "\n");
+            else
+                k = -1;
+            if (k > 0 && k < e->n_prompt && e->prompt[k] == IS)
+                k = bytes_at(e->prompt, e->n_prompt, k + 1, "assistant\n");
+            else
+                k = -1;
+            CHECK_MSG(k == e->n_prompt, "chatml prompt ids");
+            if (k != e->n_prompt) print_ids("prompt", e->prompt, e->n_prompt);
+            CHECK_IDS(e->chosen, e->n_chosen, 'A', IE, '\n', IE);
+            CHECK_IDS(e->rejected, e->n_rejected, 'B', IE, '\n', IE);
+            e = &ds.rows[1];
+            CHECK_IDS(e->prompt, e->n_prompt, 'q');
+            CHECK_IDS(e->chosen, e->n_chosen, ' ', 'x', IE);
+        }
+        data_free(&ds);
+    } else {
+        fprintf(stderr, "  chatml: %s\n", err.message);
+        CHECK(0);
+    }
+
+    // data_load (no options) renders the recipe's template; auto there is plain.
+    bs_error_clear(&err);
+    if (data_load(&ds, path, &r, tb, 260, 1024, &err) == 0) {
+        if (ds.n == 2) {
+            const Example *e = &ds.rows[0];
+            CHECK(e->n_prompt > 0 && e->prompt[0] == S &&
+                  bytes_at(e->prompt, e->n_prompt, 1, "\n\nHuman: hi\n\nAssistant:") ==
+                      e->n_prompt);
+            CHECK_IDS(e->chosen, e->n_chosen, ' ', 'A', E);
+        } else {
+            CHECK(0);
+        }
+        data_free(&ds);
+    } else {
+        CHECK(0);
+    }
+    // llama2 refuses roles that do not alternate: the row is bad, with the reason.
+    f = fopen(path, "w");
+    if (f) {
+        fputs("{\"chosen\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", "
+              "\"content\": \"b\"}, {\"role\": \"assistant\", \"content\": \"c\"}], "
+              "\"rejected\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": "
+              "\"user\", \"content\": \"b\"}, {\"role\": \"assistant\", \"content\": "
+              "\"d\"}]}\n",
+              f);
+        fclose(f);
+    }
+    opt.chat_template = CHAT_LLAMA2;
+    if (data_load_ex(&ds, path, &r, tb, 260, 1024, &opt, &err) == 0) {
+        CHECK(ds.n == 0 && ds.n_bad == 1 && strstr(ds.first_bad_reason, "llama2") != NULL);
+        data_free(&ds);
+    } else {
+        CHECK(0);
+    }
+    tok_free(tb);
+    tok_free(tn);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/brewslm-test-data-XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -691,6 +909,7 @@ int main(void) {
     test_bad_rows(bytes);
     test_gzip_and_line_endings(bytes);
     test_huge_line(bytes);
+    test_chat_templates();
     if (tok_load_llama2c(&llama, "../shared/models/llama2-tokenizer.bin", 32000, &err) == 0) {
         test_llama2_boundary(llama);
         test_hh_rlhf(llama);

@@ -49,7 +49,8 @@ static int recipes_equal(const Recipe *a, const Recipe *b) {
            a->eval_steps == b->eval_steps && a->save_steps == b->save_steps &&
            a->max_length == b->max_length && a->max_prompt_length == b->max_prompt_length &&
            a->truncation_mode == b->truncation_mode && a->bad_rows == b->bad_rows &&
-           a->threads == b->threads;
+           a->threads == b->threads && a->chat_template == b->chat_template &&
+           a->output_format == b->output_format;
 }
 
 // Expects a failure with `code` naming `param`; the message must mention
@@ -165,6 +166,12 @@ static void test_defaults_and_values(void) {
         CHECK_INT_EQ(r.method, METHOD_SFT);
         CHECK_INT_EQ(r.data, DATA_SFT);
         CHECK(r.learning_rate == 2e-5); // TRL SFTConfig
+        // chat_template and output_format default to auto (resolved by the trainer).
+        CHECK_INT_EQ(r.chat_template, CHAT_AUTO);
+        CHECK_INT_EQ(r.output_format, OUTPUT_AUTO);
+        char *j = recipe_to_json(&r);
+        CHECK(j && strstr(j, ",\"chat_template\":\"auto\",\"output_format\":\"auto\"}"));
+        free(j);
         recipe_free(&r);
     }
     rc = parse("method: orpo\nmodel: m.bin\ntrain_file: t.jsonl\n", RECIPE_YAML, &r, &err);
@@ -211,7 +218,9 @@ static void test_defaults_and_values(void) {
                        "max_prompt_length: 128\n"
                        "truncation_mode: keep_start\n"
                        "bad_rows: error\n"
-                       "threads: 2\n";
+                       "threads: 2\n"
+                       "chat_template: chatml\n"
+                       "output_format: hf\n";
     rc = parse(full, RECIPE_AUTO, &r, &err);
     CHECK_MSG(rc == 0, "%s %s %s", err.code, err.param, err.message);
     if (rc) return;
@@ -249,6 +258,8 @@ static void test_defaults_and_values(void) {
     CHECK_INT_EQ(r.truncation_mode, TRUNC_KEEP_START);
     CHECK_INT_EQ(r.bad_rows, BAD_ROWS_ERROR);
     CHECK_INT_EQ(r.threads, 2);
+    CHECK_INT_EQ(r.chat_template, CHAT_CHATML);
+    CHECK_INT_EQ(r.output_format, OUTPUT_HF);
 
     // Round trip: canonical JSON re-parses to the same recipe and is a fixed point.
     char *j1 = recipe_to_json(&r);
@@ -320,6 +331,35 @@ static void test_defaults_and_values(void) {
         CHECK_INT_EQ(r.max_prompt_length, 64);
         recipe_free(&r);
     }
+    // Every chat_template and output_format value round-trips through JSON.
+    static const char *const templates[] = {"auto", "plain", "chatml", "llama2", "zephyr"};
+    static const char *const formats[] = {"auto", "llama2c", "hf"};
+    for (int t = 0; t < 5; t++) {
+        for (int f = 0; f < 3; f++) {
+            char text[256];
+            snprintf(text, sizeof text,
+                     "{\"method\":\"sft\",\"model_init\":{\"dim\":8,\"n_layers\":1,"
+                     "\"n_heads\":2,\"max_seq_len\":16},\"train_file\":\"t\","
+                     "\"chat_template\":\"%s\",\"output_format\":\"%s\"}",
+                     templates[t], formats[f]);
+            rc = parse(text, RECIPE_JSON, &r, &err);
+            CHECK_MSG(rc == 0, "%s: %s", text, err.message);
+            if (rc) continue;
+            CHECK_INT_EQ((int)r.chat_template, t);
+            CHECK_INT_EQ((int)r.output_format, f);
+            CHECK(strcmp(chat_template_name(r.chat_template), templates[t]) == 0);
+            CHECK(strcmp(recipe_output_format_name(r.output_format), formats[f]) == 0);
+            char *j = recipe_to_json(&r);
+            Recipe r2;
+            CHECK(j && parse(j, RECIPE_JSON, &r2, &err) == 0);
+            if (j) {
+                CHECK(recipes_equal(&r, &r2));
+                recipe_free(&r2);
+            }
+            free(j);
+            recipe_free(&r);
+        }
+    }
     // Names.
     CHECK(strcmp(recipe_method_name(METHOD_ORPO), "orpo") == 0);
     CHECK(strcmp(recipe_loss_type_name(LOSS_HINGE), "hinge") == 0);
@@ -328,6 +368,13 @@ static void test_defaults_and_values(void) {
 static void test_errors(void) {
     // Unknown keys name the key (flat, nested and in model_init).
     expect_yaml_error("betta: 0.1", "invalid_recipe", "betta", "betta");
+    // chat_template / output_format: one of their names, as strings.
+    expect_yaml_error("chat_template: jinja", "invalid_hyperparameter", "chat_template",
+                      "\"chatml\"");
+    expect_yaml_error("chat_template: 2", "invalid_recipe", "chat_template", "string");
+    expect_json_error("\"output_format\": \"gguf\"", "invalid_hyperparameter",
+                      "output_format", "\"llama2c\", \"hf\"");
+    expect_json_error("\"output_format\": true", "invalid_recipe", "output_format", "string");
     expect_json_error("\"learningrate\": 1e-5", "invalid_recipe", "learningrate", "learningrate");
     expect_error("recipe:\n  method: dpo\n  model: m\n  train_file: t\n  lr: 1\n", RECIPE_YAML,
                  "invalid_recipe", "lr", "lr");

@@ -24,18 +24,22 @@
 // at chosen[-1]) is not copied: the prompt is empty. For message lists the
 // common prefix is taken message by message (role and content equal).
 //
-// Conversational template (plain, Anthropic HH format, no chat template):
+// Conversational rows go through the chat template (DataOptions, resolved
+// from the recipe's chat_template; chat.h) as TRL's maybe_apply_chat_template
+// does: prompt text = render(prompt, add_generation_prompt), completion text =
+// render(prompt + completion) minus that prefix. The prompt's last message
+// must not be the assistant's and the completion must start with the
+// assistant's; roles are user, assistant and system (chatml takes any role).
+// The plain template (Anthropic HH format) renders
 //   user -> "\n\nHuman: " + content, assistant -> "\n\nAssistant: " + content,
-//   system -> "\n\nSystem: " + content; any other role makes the row bad.
-//   prompt text     = render(prompt messages) + "\n\nAssistant:"
-//   completion text = " " + content of its first message (which must be the
-//                     assistant's) + render(any later messages)
-//   The prompt's last message must not be the assistant's. So
-//   [{user: "hi"}] + [{assistant: "Sure"}] is "\n\nHuman: hi\n\nAssistant:"
+//   system -> "\n\nSystem: " + content, generation prompt "\n\nAssistant:"
+//   so [{user: "hi"}] + [{assistant: "Sure"}] is "\n\nHuman: hi\n\nAssistant:"
 //   + " Sure", exactly how HH-RLHF's implicit-prompt rows split.
 //
 // Tokenizing text rows (older TRL DPOTrainer.build_tokenized_answer): encode
-// the prompt alone (BOS on) and prompt + completion together (BOS on); start =
+// the prompt alone and prompt + completion together, each without special
+// tokens and then with BOS in front unless its first id already is BOS
+// (add_bos_token_if_needed; a tokenizer without BOS adds none); start =
 // len(prompt ids); if the prompt ids are not a prefix of the full ids, start
 // -= 1 (a merge across the boundary); prompt = full[:start], completion =
 // full[start:]. TRL then gives chosen and rejected their own prompt ids (they
@@ -43,7 +47,8 @@
 // longest common prefix of the two is the prompt and any differing prompt
 // tail moves to the front of its completion: every token sequence
 // prompt + completion is exactly TRL's. EOS is appended to each completion
-// unless it already ends with EOS (TRL add_eos_token_if_needed).
+// unless it already ends with EOS (TRL add_eos_token_if_needed) or the
+// tokenizer has no EOS.
 //
 // Truncation (older TRL DPOTrainer.tokenize_row), with mp = max_prompt_length,
 // or max_length / 2 when the model's seq_len made max_length <= mp:
@@ -236,7 +241,9 @@ size_t data_implicit_prompt_len(const char *chosen, size_t n_chosen, const char 
 // Row parsing: one JSON row -> prompt/completion texts or ids
 
 typedef struct {
+    ChatTemplate tpl; // for conversational rows (resolved: never CHAT_AUTO)
     int pretok;
+    int chat;                     // rendered with tpl
     Str prompt, chosen, rejected; // text rows
     Ids p, c, r;                  // pre-tokenized rows
 } RowParts;
@@ -248,7 +255,9 @@ static void parts_free(RowParts *rp) {
     free(rp->p.v);
     free(rp->c.v);
     free(rp->r.v);
+    ChatTemplate tpl = rp->tpl;
     memset(rp, 0, sizeof *rp);
+    rp->tpl = tpl;
 }
 
 // Outcome of a row step: ROW_OK, ROW_BAD (why filled), ROW_FATAL (err filled).
@@ -282,16 +291,15 @@ static int get_text(const cJSON *row, const char *key, int allow_empty, Str *out
     return ROW_OK;
 }
 
-// The header a message's role renders to, or NULL for an unknown role.
-static const char *role_header(const char *role) {
-    if (strcmp(role, "user") == 0) return "\n\nHuman: ";
-    if (strcmp(role, "assistant") == 0) return "\n\nAssistant: ";
-    if (strcmp(role, "system") == 0) return "\n\nSystem: ";
-    return NULL;
+static int known_role(const char *role) {
+    return strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0 ||
+           strcmp(role, "system") == 0;
 }
 
-// Validates a list of {role, content} messages; *n is its length.
-static int check_messages(const cJSON *arr, const char *key, int *n, char *why, size_t why_len) {
+// Validates a list of {role, content} messages; *n is its length. Roles are
+// user, assistant and system, except with chatml, which renders any role.
+static int check_messages(const cJSON *arr, const char *key, ChatTemplate tpl, int *n, char *why,
+                          size_t why_len) {
     if (!cJSON_IsArray(arr)) return BAD("%s must be a list of messages", key);
     int i = 0;
     for (const cJSON *m = arr->child; m; m = m->next, i++) {
@@ -299,7 +307,7 @@ static int check_messages(const cJSON *arr, const char *key, int *n, char *why, 
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!cJSON_IsObject(m) || !cJSON_IsString(role) || !cJSON_IsString(content))
             return BAD("%s[%d] must be {\"role\": string, \"content\": string}", key, i);
-        if (!role_header(role->valuestring))
+        if (tpl != CHAT_CHATML && !known_role(role->valuestring))
             return BAD("%s[%d] has role \"%.40s\" (expected user, assistant or system)", key, i,
                        role->valuestring);
     }
@@ -307,6 +315,8 @@ static int check_messages(const cJSON *arr, const char *key, int *n, char *why, 
     return ROW_OK;
 }
 
+// cJSON_GetArrayItem walks the list from its head, so loops over messages
+// take msg_at once and follow ->next (indexing each would be quadratic).
 static const cJSON *msg_at(const cJSON *arr, int i) {
     return cJSON_GetArrayItem(arr, i);
 }
@@ -323,35 +333,44 @@ static int msg_equal(const cJSON *a, const cJSON *b) {
     return strcmp(msg_role(a), msg_role(b)) == 0 && strcmp(msg_content(a), msg_content(b)) == 0;
 }
 
-// Renders messages [from, to) of arr as a prompt: each with its header, then
-// "\n\nAssistant:". The last prompt message must not be the assistant's.
-static int render_prompt(const cJSON *arr, int from, int to, const char *key, Str *out, char *why,
-                         size_t why_len, BsError *err) {
-    if (to > from && strcmp(msg_role(msg_at(arr, to - 1)), "assistant") == 0)
-        return BAD("the prompt in %s ends with an assistant message", key);
-    for (int i = from; i < to; i++) {
-        const cJSON *m = msg_at(arr, i);
-        if (str_cat(out, role_header(msg_role(m))) < 0 || str_cat(out, msg_content(m)) < 0)
-            return OOM();
-    }
-    if (str_cat(out, "\n\nAssistant:") < 0) return OOM();
-    return ROW_OK;
-}
-
-// Renders messages [from, to) as a completion: " " + the first (assistant)
-// message's content, then any later messages with their headers.
-static int render_completion(const cJSON *arr, int from, int to, const char *key, Str *out,
-                             char *why, size_t why_len, BsError *err) {
-    if (to <= from) return BAD("%s has no assistant message after the prompt", key);
-    const cJSON *first = msg_at(arr, from);
+// Renders prompt messages parr[pf, pt) and completion messages carr[cf, ct)
+// with the template (chat_render_pair, TRL's maybe_apply_chat_template) and
+// appends the texts to *prompt (skipped when NULL: the rejected completion of
+// a pair shares the chosen one's prompt) and *completion.
+static int render_pair(ChatTemplate tpl, const cJSON *parr, int pf, int pt, const char *pkey,
+                       const cJSON *carr, int cf, int ct, const char *ckey, Str *prompt,
+                       Str *completion, char *why, size_t why_len, BsError *err) {
+    if (pt > pf && strcmp(msg_role(msg_at(parr, pt - 1)), "assistant") == 0)
+        return BAD("the prompt in %s ends with an assistant message", pkey);
+    if (ct <= cf) return BAD("%s has no assistant message after the prompt", ckey);
+    const cJSON *first = msg_at(carr, cf);
     if (strcmp(msg_role(first), "assistant") != 0)
-        return BAD("%s must continue with an assistant message after the prompt", key);
-    if (str_cat(out, " ") < 0 || str_cat(out, msg_content(first)) < 0) return OOM();
-    for (int i = from + 1; i < to; i++) {
-        const cJSON *m = msg_at(arr, i);
-        if (str_cat(out, role_header(msg_role(m))) < 0 || str_cat(out, msg_content(m)) < 0)
-            return OOM();
+        return BAD("%s must continue with an assistant message after the prompt", ckey);
+    int np = pt - pf, nc = ct - cf;
+    ChatMessage *m = malloc((size_t)(np + nc) * sizeof *m); // nc >= 1
+    if (!m) return OOM();
+    const cJSON *x = np > 0 ? msg_at(parr, pf) : NULL;
+    for (int i = 0; i < np; i++, x = x->next)
+        m[i] = (ChatMessage){msg_role(x), msg_content(x)};
+    x = first;
+    for (int i = 0; i < nc; i++, x = x->next)
+        m[np + i] = (ChatMessage){msg_role(x), msg_content(x)};
+    char *p = NULL, *c = NULL;
+    BsError e;
+    bs_error_clear(&e);
+    int rc = chat_render_pair(tpl, m, np, m + np, nc, &p, &c, &e);
+    free(m);
+    if (rc != 0) {
+        if (strcmp(e.code, "out_of_memory") == 0) {
+            *err = e;
+            return ROW_FATAL;
+        }
+        return BAD("%.200s (chat_template %s)", e.message, chat_template_name(tpl));
     }
+    int oom = (prompt && str_cat(prompt, p) < 0) || str_cat(completion, c) < 0;
+    free(p);
+    free(c);
+    if (oom) return OOM();
     return ROW_OK;
 }
 
@@ -397,29 +416,34 @@ static int parse_preference(const cJSON *row, int vocab, RowParts *rp, char *why
     }
     if (cJSON_IsArray(chosen) && cJSON_IsArray(rejected)) {
         int nc, nr, np = 0;
-        if ((rc = check_messages(chosen, "chosen", &nc, why, why_len)) != ROW_OK ||
-            (rc = check_messages(rejected, "rejected", &nr, why, why_len)) != ROW_OK)
+        ChatTemplate tpl = rp->tpl;
+        if ((rc = check_messages(chosen, "chosen", tpl, &nc, why, why_len)) != ROW_OK ||
+            (rc = check_messages(rejected, "rejected", tpl, &nr, why, why_len)) != ROW_OK)
             return rc;
+        rp->chat = 1;
         if (prompt) {
-            if ((rc = check_messages(prompt, "prompt", &np, why, why_len)) != ROW_OK) return rc;
+            if ((rc = check_messages(prompt, "prompt", tpl, &np, why, why_len)) != ROW_OK)
+                return rc;
             if (np == 0) return BAD("prompt has no messages");
-            if ((rc = render_prompt(prompt, 0, np, "prompt", &rp->prompt, why, why_len, err)) ||
-                (rc = render_completion(chosen, 0, nc, "chosen", &rp->chosen, why, why_len, err)) ||
-                (rc = render_completion(rejected, 0, nr, "rejected", &rp->rejected, why, why_len,
-                                        err)))
+            if ((rc = render_pair(tpl, prompt, 0, np, "prompt", chosen, 0, nc, "chosen",
+                                  &rp->prompt, &rp->chosen, why, why_len, err)) ||
+                (rc = render_pair(tpl, prompt, 0, np, "prompt", rejected, 0, nr, "rejected", NULL,
+                                  &rp->rejected, why, why_len, err)))
                 return rc;
             return ROW_OK;
         }
         int m = nc < nr ? nc : nr;
         if (m == 0) return BAD("chosen and rejected need messages");
         int k = 0;
-        while (k < m && msg_equal(msg_at(chosen, k), msg_at(rejected, k)))
+        for (const cJSON *a = chosen->child, *b = rejected->child; k < m && msg_equal(a, b);
+             a = a->next, b = b->next)
             k++;
         if (k == m) k = m - 1; // TRL's loop index when nothing differs
         if (k == 0) return BAD("chosen and rejected share no prompt messages");
-        if ((rc = render_prompt(chosen, 0, k, "chosen", &rp->prompt, why, why_len, err)) ||
-            (rc = render_completion(chosen, k, nc, "chosen", &rp->chosen, why, why_len, err)) ||
-            (rc = render_completion(rejected, k, nr, "rejected", &rp->rejected, why, why_len, err)))
+        if ((rc = render_pair(tpl, chosen, 0, k, "chosen", chosen, k, nc, "chosen", &rp->prompt,
+                              &rp->chosen, why, why_len, err)) ||
+            (rc = render_pair(tpl, chosen, 0, k, "chosen", rejected, k, nr, "rejected", NULL,
+                              &rp->rejected, why, why_len, err)))
             return rc;
         return ROW_OK;
     }
@@ -445,29 +469,27 @@ static int parse_sft(const cJSON *row, int vocab, RowParts *rp, char *why, size_
     }
     if (messages) {
         int n;
-        if ((rc = check_messages(messages, "messages", &n, why, why_len)) != ROW_OK) return rc;
+        if ((rc = check_messages(messages, "messages", rp->tpl, &n, why, why_len)) != ROW_OK)
+            return rc;
         if (n == 0) return BAD("messages is empty");
         if (strcmp(msg_role(msg_at(messages, n - 1)), "assistant") != 0)
             return BAD("the last message must be the assistant's");
-        if ((rc = render_prompt(messages, 0, n - 1, "messages", &rp->prompt, why, why_len, err)) ||
-            (rc =
-                 render_completion(messages, n - 1, n, "messages", &rp->chosen, why, why_len, err)))
-            return rc;
-        return ROW_OK;
+        rp->chat = 1;
+        return render_pair(rp->tpl, messages, 0, n - 1, "messages", messages, n - 1, n,
+                           "messages", &rp->prompt, &rp->chosen, why, why_len, err);
     }
     if (prompt || completion) {
         if (!prompt || !completion) return BAD("an SFT row needs both prompt and completion");
         if (cJSON_IsArray(prompt) && cJSON_IsArray(completion)) {
             int np, nc;
-            if ((rc = check_messages(prompt, "prompt", &np, why, why_len)) != ROW_OK ||
-                (rc = check_messages(completion, "completion", &nc, why, why_len)) != ROW_OK)
+            if ((rc = check_messages(prompt, "prompt", rp->tpl, &np, why, why_len)) != ROW_OK ||
+                (rc = check_messages(completion, "completion", rp->tpl, &nc, why, why_len)) !=
+                    ROW_OK)
                 return rc;
             if (np == 0) return BAD("prompt has no messages");
-            if ((rc = render_prompt(prompt, 0, np, "prompt", &rp->prompt, why, why_len, err)) ||
-                (rc = render_completion(completion, 0, nc, "completion", &rp->chosen, why, why_len,
-                                        err)))
-                return rc;
-            return ROW_OK;
+            rp->chat = 1;
+            return render_pair(rp->tpl, prompt, 0, np, "prompt", completion, 0, nc, "completion",
+                               &rp->prompt, &rp->chosen, why, why_len, err);
         }
         if ((rc = get_text(row, "prompt", 1, &rp->prompt, why, why_len, err)) != ROW_OK ||
             (rc = get_text(row, "completion", 0, &rp->chosen, why, why_len, err)) != ROW_OK)
@@ -486,8 +508,8 @@ static int parse_sft(const cJSON *row, int vocab, RowParts *rp, char *why, size_
 // ---------------------------------------------------------------------------
 // Tokenizing text rows
 
-// Encodes prompt + completion (BOS on) and finds the prompt boundary with
-// TRL's build_tokenized_answer rule, given the prompt's own ids pt.
+// Encodes prompt + completion (BOS rule of tok_encode_bos) and finds the prompt
+// boundary with TRL's build_tokenized_answer rule, given the prompt's own ids pt.
 static int encode_answer(const Tokenizer *tok, const int *pt, int npt, const Str *prompt,
                          const Str *completion, int **full, int *n_full, int *start, char *why,
                          size_t why_len, BsError *err) {
@@ -499,7 +521,7 @@ static int encode_answer(const Tokenizer *tok, const int *pt, int npt, const Str
         free(joined.s);
         return OOM();
     }
-    int rc = tok_encode(tok, joined.s, 1, 0, full, n_full, &terr);
+    int rc = tok_encode_bos(tok, joined.s, 0, full, n_full, &terr);
     free(joined.s);
     if (rc < 0) {
         if (strcmp(terr.code, "out_of_memory") == 0) {
@@ -527,7 +549,7 @@ static int tokenize_text(const Tokenizer *tok, const RowParts *rp, int preferenc
     int npt = 0, nfc = 0, nfr = 0, sc = 0, sr = 0;
     int rc = ROW_OK;
     BsError terr;
-    if (tok_encode(tok, rp->prompt.s ? rp->prompt.s : "", 1, 0, &pt, &npt, &terr) < 0) {
+    if (tok_encode_bos(tok, rp->prompt.s ? rp->prompt.s : "", 0, &pt, &npt, &terr) < 0) {
         if (strcmp(terr.code, "out_of_memory") == 0) {
             *err = terr;
             return ROW_FATAL;
@@ -549,12 +571,12 @@ static int tokenize_text(const Tokenizer *tok, const RowParts *rp, int preferenc
         while (L < m && fc[L] == fr[L])
             L++;
     }
-    int eos = tok_eos(tok);
+    int eos = tok_eos(tok); // -1: the tokenizer has none, nothing is appended
     ex->n_prompt = L;
     ex->prompt = ids_copy(fc, L);
-    int add_c = (nfc == L || fc[nfc - 1] != eos) ? 1 : 0;
+    int add_c = eos >= 0 && (nfc == L || fc[nfc - 1] != eos) ? 1 : 0;
     ex->n_chosen = nfc - L + add_c;
-    ex->chosen = malloc((size_t)ex->n_chosen * sizeof *ex->chosen);
+    ex->chosen = malloc((size_t)(ex->n_chosen > 0 ? ex->n_chosen : 1) * sizeof *ex->chosen);
     if (!ex->prompt || !ex->chosen) {
         rc = OOM();
         goto done;
@@ -562,9 +584,10 @@ static int tokenize_text(const Tokenizer *tok, const RowParts *rp, int preferenc
     memcpy(ex->chosen, fc + L, (size_t)(nfc - L) * sizeof *fc);
     if (add_c) ex->chosen[ex->n_chosen - 1] = eos;
     if (preference) {
-        int add_r = (nfr == L || fr[nfr - 1] != eos) ? 1 : 0;
+        int add_r = eos >= 0 && (nfr == L || fr[nfr - 1] != eos) ? 1 : 0;
         ex->n_rejected = nfr - L + add_r;
-        ex->rejected = malloc((size_t)ex->n_rejected * sizeof *ex->rejected);
+        ex->rejected =
+            malloc((size_t)(ex->n_rejected > 0 ? ex->n_rejected : 1) * sizeof *ex->rejected);
         if (!ex->rejected) {
             rc = OOM();
             goto done;
@@ -641,9 +664,12 @@ static int is_blank(const char *s, size_t n) {
 
 // One non-blank line -> ex. ROW_OK / ROW_BAD (why) / ROW_FATAL (err).
 static int load_row(const char *line, size_t len, const Recipe *r, const Tokenizer *tok, int vocab,
-                    Example *ex, char *why, size_t why_len, BsError *err) {
+                    ChatTemplate tpl, int *is_chat, Example *ex, char *why, size_t why_len,
+                    BsError *err) {
     const char *end = NULL;
     RowParts rp = {0};
+    rp.tpl = tpl;
+    *is_chat = 0;
     int rc;
     cJSON *row = cJSON_ParseWithLengthOpts(line, len, &end, 0);
     if (!row) {
@@ -690,13 +716,31 @@ static int load_row(const char *line, size_t len, const Recipe *r, const Tokeniz
             }
 done:
     if (rc != ROW_OK) example_free(ex);
+    *is_chat = rc == ROW_OK && rp.chat;
     parts_free(&rp);
     cJSON_Delete(row);
     return rc;
 }
 
+ChatTemplate data_chat_template(const Recipe *r, const char *tokenizer_path, char *warning,
+                                size_t warning_len) {
+    if (warning && warning_len) warning[0] = '\0';
+    if (r->chat_template != CHAT_AUTO) return r->chat_template;
+    ChatTemplate t = CHAT_PLAIN;
+    chat_detect(tokenizer_path, &t, warning, warning_len); // -1 still leaves plain + warning
+    return t == CHAT_AUTO ? CHAT_PLAIN : t;
+}
+
 int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *tok, int vocab_size,
               int max_length, BsError *err) {
+    return data_load_ex(ds, path, r, tok, vocab_size, max_length, NULL, err);
+}
+
+int data_load_ex(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *tok,
+                 int vocab_size, int max_length, const DataOptions *opt, BsError *err) {
+    ChatTemplate tpl = opt && opt->chat_template != CHAT_AUTO ? opt->chat_template
+                       : r->chat_template != CHAT_AUTO        ? r->chat_template
+                                                              : CHAT_PLAIN;
     const char *param = "";
     if (path && r->train_file && strcmp(path, r->train_file) == 0)
         param = "train_file";
@@ -745,7 +789,7 @@ int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *t
         // A UTF-8 byte order mark at the start of the file is not part of the row.
         if (lr.line_no == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
             line += 3, len -= 3;
-        int rc;
+        int rc, is_chat = 0;
         if (lr.oversized) {
             ds->n_lines++;
             snprintf(why, sizeof why, "the line is longer than %zu MiB", DATA_MAX_LINE >> 20);
@@ -753,7 +797,7 @@ int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *t
         } else {
             if (is_blank(line, len)) continue;
             ds->n_lines++;
-            rc = load_row(line, len, r, tok, vocab_size, &ex, why, sizeof why, err);
+            rc = load_row(line, len, r, tok, vocab_size, tpl, &is_chat, &ex, why, sizeof why, err);
         }
         if (rc == ROW_FATAL) goto fail;
         if (rc == ROW_BAD) {
@@ -780,6 +824,7 @@ int data_load(Dataset *ds, const char *path, const Recipe *r, const Tokenizer *t
             bs_fail(err, "out_of_memory", param, "cannot store %d rows", ds->n + 1);
             goto fail;
         }
+        ds->n_chat += is_chat;
     }
     gzclose(lr.gz);
     free(lr.chunk);

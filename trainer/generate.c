@@ -354,7 +354,7 @@ int generate(const ModelConfig *cfg, const float *params, const int *prompt_ids,
                        (double)o.top_p);
     if (o.max_new_tokens == 0) o.max_new_tokens = GEN_DEFAULT_MAX_NEW;
     if (o.seed == 0) o.seed = GEN_DEFAULT_SEED; // xorshift never leaves state 0
-    int bos_id = o.bos_id > 0 ? o.bos_id : LLAMA2C_BOS;
+    int bos_id = o.bos_id > 0 ? o.bos_id : o.bos_id < 0 ? -1 : LLAMA2C_BOS; // -1: never stops
 
     int max_new = cfg->seq_len - n_prompt;
     if (o.max_new_tokens < max_new) max_new = o.max_new_tokens;

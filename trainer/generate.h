@@ -14,7 +14,8 @@ typedef struct {
     float top_p;             // 0.9 default (run.c); 1 or 0 = plain sampling
     unsigned long long seed; // run.c seeds with time; we default to 42 (0)
     int eos_id;              // also stop at this id when > 0; -1 or 0 = none (run.c has none)
-    int bos_id;              // the delimiter run.c stops at; 0 = 1 (llama2.c's BOS)
+    int bos_id;              // the delimiter run.c stops at; 0 = 1 (llama2.c's BOS);
+                             // < 0: none (a Hugging Face tokenizer without BOS)
     // Called with each generated id as it is produced (NULL = none); a nonzero
     // return stops generation after that id. Stop ids are not reported.
     int (*on_token)(void *user, int id);

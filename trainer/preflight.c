@@ -2,10 +2,12 @@
 // blockers, and estimates what it will cost (see preflight.h).
 //
 // Order: method availability, path confinement (every path resolved against
-// data_root with symlinks followed), policy model (file header or model_init),
-// reference model, tokenizer, lengths, data (loaded once with the recipe's own
-// truncation and bad-row policy), schedule, memory. Checks that depend on an
-// earlier failure are skipped rather than reported twice.
+// data_root with symlinks followed), policy model (llama2.c file header,
+// Hugging Face config.json + safetensors headers, or model_init), output
+// format, reference model, tokenizer (the recipe's, else a Hugging Face model
+// folder's own), chat template, lengths, data (loaded once with the recipe's
+// own truncation, bad-row policy and chat template), schedule, memory. Checks
+// that depend on an earlier failure are skipped rather than reported twice.
 //
 // Memory estimate (bytes), matching what train.c allocates at its peak:
 //   4P policy weights + 4P gradients + 8P AdamW (m, v)          P = parameters
@@ -36,8 +38,10 @@
 #include <zlib.h>
 
 #include "brewslm_config.h"
+#include "chat.h"
 #include "ckpt.h"
 #include "data.h"
+#include "hf.h"
 #include "model.h"
 #include "tok.h"
 
@@ -201,6 +205,15 @@ static int check_path(PathField *pf, const char *base, const char *root, Preflig
                       "against it)",
                       "%s \"%s\" resolves to %s, outside the data root %s", pf->field, p, out,
                       root);
+        return 0;
+    }
+    // A FIFO, socket or device would block (or never end) the first read:
+    // only regular files and folders (HF model folders, output_dir) are paths.
+    struct stat sb;
+    if (st == PATH_OK && stat(out, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+        preflight_add(rep, 0, pf->is_output ? "invalid_hyperparameter" : "dataset_not_found",
+                      pf->field, "point the path at a regular file",
+                      "%s \"%s\" is not a regular file or folder", pf->field, p);
         return 0;
     }
     char *copy = strdup(out);
@@ -382,23 +395,24 @@ static void data_blocker(PreflightReport *rep, const BsError *e, const char *fie
 // Loads one data file and reports its problems; *loaded says whether ds
 // holds rows to estimate from. -1 only on allocation failure.
 static int check_data(const Recipe *r, const char *field, const char *path, int is_eval,
-                      const Tokenizer *tok, int vocab, int max_len, Dataset *ds, int *loaded,
-                      PreflightReport *rep, BsError *err) {
+                      const Tokenizer *tok, int vocab, int max_len, const DataOptions *dopt,
+                      Dataset *ds, int *loaded, PreflightReport *rep, BsError *err) {
     int pref = r->method != METHOD_SFT;
     *loaded = 0;
     DataScan sc;
     scan_data(path, &sc);
     if (!tok && sc.first_text_line) {
         preflight_add(rep, 0, "tokenizer_mismatch", "tokenizer",
-                      "set tokenizer: to the model's tokenizer.bin, or use pre-tokenized rows "
-                      "(prompt_ids, chosen_ids, rejected_ids / completion_ids)",
+                      "set tokenizer: to the model's tokenizer.bin or Hugging Face tokenizer "
+                      "folder, or use pre-tokenized rows (prompt_ids, chosen_ids, "
+                      "rejected_ids / completion_ids)",
                       "%s line %d has text but the recipe names no tokenizer (and the model is "
                       "not a byte-level model_init)",
                       field, sc.first_text_line);
         return 0;
     }
     BsError e = {0};
-    if (data_load(ds, path, r, tok, vocab, max_len, &e) != 0) {
+    if (data_load_ex(ds, path, r, tok, vocab, max_len, dopt, &e) != 0) {
         if (strcmp(e.code, "out_of_memory") == 0)
             return bs_fail(err, e.code, field, "%s", e.message);
         if (strcmp(e.code, "dataset_schema") == 0 && pref && sc.first_is_sft) {
@@ -463,6 +477,31 @@ static int check_data(const Recipe *r, const char *field, const char *path, int 
     return 0;
 }
 
+// Loads a Hugging Face tokenizer for a model of vocab ids (0: unknown) into
+// *tok and its vocabulary into *vocab; a failure becomes a blocker and leaves
+// *tok NULL. -1 only on allocation failure.
+static int check_hf_tokenizer(const char *path, int vocab, Tokenizer **tok, int *vocab_out,
+                              PreflightReport *rep, BsError *err) {
+    BsError e = {0};
+    *tok = NULL;
+    if (tok_load(tok, path, vocab, &e) != 0) {
+        if (strcmp(e.code, "out_of_memory") == 0)
+            return bs_fail(err, e.code, "tokenizer", "%s", e.message);
+        if (strcmp(e.code, "tokenizer_unsupported") == 0)
+            // The field is the tokenizer.json component brewslm lacks ("model.type", ...).
+            preflight_add(rep, 0, "tokenizer_unsupported", e.param[0] ? e.param : "tokenizer",
+                          "use a BPE tokenizer.json (byte-level or SentencePiece-style), or a "
+                          "llama2.c tokenizer.bin",
+                          "%s", e.message);
+        else
+            preflight_add(rep, 0, "tokenizer_mismatch", "tokenizer",
+                          "give the tokenizer the model was trained with", "%s", e.message);
+        return 0;
+    }
+    *vocab_out = tok_vocab_size(*tok);
+    return 0;
+}
+
 int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, BsError *err) {
     memset(rep, 0, sizeof *rep);
     PreflightOptions defaults = {NULL, 0, BREWSLM_PREFERENCE};
@@ -519,16 +558,23 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
                           r->model + strlen(JOB_REF_PREFIX));
     } else if (r->model) {
         if (pf[PF_MODEL].ok) {
-            if (ckpt_peek_llama2c(r->model, &cfg, &e) == 0) {
+            if (ckpt_peek_model(r->model, &cfg, &e) == 0) {
                 have_cfg = 1;
             } else if (strcmp(e.code, "model_not_found") == 0) {
                 preflight_add(rep, 0, "model_not_found", "model",
                               "check the path (relative paths are resolved against the data "
                               "root)",
                               "%s", e.message);
+            } else if (strcmp(e.code, "model_unsupported") == 0) {
+                // The field is the config.json key (or tensor) the trainer cannot honour.
+                preflight_add(rep, 0, "model_unsupported", e.param[0] ? e.param : "model",
+                              "brewslm trains Llama / Mistral models with plain RoPE, no biases "
+                              "and SiLU; convert or choose another model",
+                              "%s", e.message);
             } else {
                 preflight_add(rep, 0, "model_invalid", "model",
-                              "give a llama2.c v0 checkpoint (model.bin as written by export.py)",
+                              "give a llama2.c v0 checkpoint (model.bin as written by export.py) "
+                              "or a Hugging Face folder (config.json + model.safetensors)",
                               "%s", e.message);
             }
         }
@@ -542,6 +588,23 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
         preflight_add(rep, 0, "model_not_found", "model",
                       "set model: or model_init:", "the recipe names no model");
     }
+
+    // Output format: a llama2.c checkpoint has no place for rms_norm_eps or
+    // rope_theta (run.c assumes 1e-5 and 10000), so it is refused rather
+    // than silently changing the model.
+    int model_is_hf = r->model && !is_job_ref(r->model) && pf[PF_MODEL].ok &&
+                      hf_is_model_dir(r->model);
+    OutputFormat out_fmt = r->output_format != OUTPUT_AUTO ? r->output_format
+                           : model_is_hf                   ? OUTPUT_HF
+                                                           : OUTPUT_LLAMA2C;
+    if (have_cfg && out_fmt == OUTPUT_LLAMA2C &&
+        (cfg.norm_eps != 1e-5f || cfg.rope_theta != 1e4f))
+        preflight_add(rep, 0, "invalid_hyperparameter", "output_format",
+                      "set output_format: hf (or leave it out: a Hugging Face model is exported "
+                      "as hf by default)",
+                      "the model has rms_norm_eps %g and rope_theta %g, which a llama2.c "
+                      "checkpoint cannot carry (it assumes 1e-05 and 10000)",
+                      (double)cfg.norm_eps, (double)cfg.rope_theta);
 
     // 4. Reference model (DPO only).
     if (r->reference_model && !dpo) {
@@ -557,12 +620,15 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
     } else if (r->reference_model && pf[PF_REF].ok) {
         ModelConfig rc;
         bs_error_clear(&e);
-        if (ckpt_peek_llama2c(r->reference_model, &rc, &e) != 0) {
+        if (ckpt_peek_model(r->reference_model, &rc, &e) != 0) {
             if (strcmp(e.code, "model_not_found") == 0)
                 preflight_add(rep, 0, "missing_dependency", "reference_model",
                               "provide the reference checkpoint, or drop reference_model to "
                               "use a frozen copy of the starting model",
                               "DPO reference model: %s", e.message);
+            else if (strcmp(e.code, "model_unsupported") == 0)
+                preflight_add(rep, 0, "model_unsupported", e.param[0] ? e.param : "reference_model",
+                              NULL, "reference_model: %s", e.message);
             else
                 preflight_add(rep, 0, "model_invalid", "reference_model", NULL, "%s", e.message);
         } else if (have_cfg && !same_shape(&rc, &cfg)) {
@@ -580,18 +646,27 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
         preflight_add(rep, 1, "ignored_field", "precompute_ref_log_probs", NULL,
                       "precompute_ref_log_probs only applies to method dpo");
 
-    // 5. Tokenizer: entries must equal the model's vocabulary.
+    // 5. Tokenizer: a llama2.c file's entries must equal the model's
+    // vocabulary; a Hugging Face tokenizer may hold fewer ids, never more.
+    // Without tokenizer: a Hugging Face model folder's own tokenizer (train.c).
     int tok_ok = 1, vocab = have_cfg ? cfg.vocab_size : 0;
+    const char *tok_path = NULL; // what the run will load; NULL: none or bytes
     if (r->tokenizer) {
         tok_ok = 0;
         if (pf[PF_TOK].ok) {
             int count = 0;
             bs_error_clear(&e);
+            if (pf[PF_TOK].exists) tok_path = r->tokenizer;
             if (!pf[PF_TOK].exists) {
                 preflight_add(rep, 0, "model_not_found", "tokenizer",
                               "check the path (relative paths are resolved against the data "
                               "root)",
                               "tokenizer file %s does not exist", r->tokenizer);
+            } else if (tok_path_is_hf(r->tokenizer)) {
+                if (check_hf_tokenizer(r->tokenizer, have_cfg ? cfg.vocab_size : 0, &tok, &vocab,
+                                       rep, err) < 0)
+                    goto out;
+                tok_ok = tok != NULL;
             } else if (tok_count_llama2c(r->tokenizer, &count, &e) != 0) {
                 if (strcmp(e.code, "out_of_memory") == 0) {
                     bs_fail(err, e.code, "tokenizer", "%s", e.message);
@@ -622,6 +697,12 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
                 }
             }
         }
+    } else if (model_is_hf && tok_dir_has_hf(r->model)) {
+        tok_path = r->model;
+        if (check_hf_tokenizer(r->model, have_cfg ? cfg.vocab_size : 0, &tok, &vocab, rep, err) <
+            0)
+            goto out;
+        tok_ok = tok != NULL;
     } else if (recipe_uses_byte_tokenizer(r)) {
         if (have_cfg && cfg.vocab_size != TOK_BYTES_VOCAB) {
             tok_ok = 0;
@@ -632,6 +713,12 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             goto out;
         }
     }
+
+    // Chat template for conversational rows: auto reads the tokenizer's
+    // tokenizer_config.json; its warning is reported when rows use it (below).
+    char tpl_warning[512];
+    DataOptions dopt = {.chat_template =
+                            data_chat_template(r, tok_path, tpl_warning, sizeof tpl_warning)};
 
     // 6. Lengths: max_length is capped to the model's positions.
     int max_len = r->max_length;
@@ -660,8 +747,8 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             preflight_add(rep, 0, "dataset_not_found", "train_file",
                           "check the path (relative paths are resolved against the data root)",
                           "train_file %s does not exist", r->train_file);
-        else if (check_data(r, "train_file", r->train_file, 0, tok, data_vocab, max_len, &train,
-                            &train_loaded, rep, err) != 0)
+        else if (check_data(r, "train_file", r->train_file, 0, tok, data_vocab, max_len, &dopt,
+                            &train, &train_loaded, rep, err) != 0)
             goto out;
     } else if (!r->train_file) {
         preflight_add(rep, 0, "dataset_not_found", "train_file",
@@ -672,8 +759,8 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             preflight_add(rep, 0, "dataset_not_found", "eval_file",
                           "check the path, or drop eval_file", "eval_file %s does not exist",
                           r->eval_file);
-        else if (check_data(r, "eval_file", r->eval_file, 1, tok, data_vocab, max_len, &eval,
-                            &eval_loaded, rep, err) != 0)
+        else if (check_data(r, "eval_file", r->eval_file, 1, tok, data_vocab, max_len, &dopt,
+                            &eval, &eval_loaded, rep, err) != 0)
             goto out;
     } else if (!r->eval_file) {
         preflight_add(rep, 1, "no_eval_file", "eval_file", NULL,
@@ -682,6 +769,14 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             preflight_add(rep, 1, "ignored_field", "eval_steps", NULL,
                           "eval_steps %d has no effect without eval_file", r->eval_steps);
     }
+
+    if (tpl_warning[0] && (train_loaded ? train.n_chat : 0) + (eval_loaded ? eval.n_chat : 0) > 0)
+        preflight_add(rep, 1,
+                      dopt.chat_template == CHAT_PLAIN ? "chat_template_fallback"
+                                                       : "chat_template_approximate",
+                      "chat_template",
+                      "set chat_template: chatml, llama2, zephyr or plain to choose explicitly",
+                      "%s", tpl_warning);
 
     // 8. Schedule, as train.c computes it.
     rep->train_rows = train_loaded ? train.n : 0;

@@ -1,8 +1,16 @@
 // preflight.h — the checks that decide whether a recipe can run, as typed
 // blockers ({code, field, message, hint}) instead of mid-run crashes.
 // Codes: missing_dependency, dataset_not_found, dataset_schema, dataset_empty,
-// model_not_found, model_invalid, tokenizer_mismatch, invalid_hyperparameter,
+// model_not_found, model_invalid, model_unsupported (a Hugging Face model
+// brewslm cannot train faithfully; field = the config.json key, e.g.
+// "rope_scaling", or tensor name), tokenizer_mismatch, tokenizer_unsupported
+// (a tokenizer.json component brewslm lacks; field = its JSON path, e.g.
+// "model.type"), invalid_hyperparameter (also output_format: llama2c for a
+// model whose rms_norm_eps / rope_theta a llama2.c file cannot carry),
 // path_outside_data_root, insufficient_memory.
+// Warnings add chat_template_fallback / chat_template_approximate (field
+// chat_template) when conversational rows use a template guessed from the
+// tokenizer's tokenizer_config.json.
 #ifndef PREFLIGHT_H
 #define PREFLIGHT_H
 

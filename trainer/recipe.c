@@ -29,10 +29,18 @@ static const char *const loss_names[] = {"sigmoid", "ipo", "hinge", "robust", NU
 static const char *const sched_names[] = {"linear", "constant", "cosine", NULL};
 static const char *const trunc_names[] = {"keep_end", "keep_start", NULL};
 static const char *const bad_rows_names[] = {"skip", "error", NULL};
+// Index = ChatTemplate value (chat.h's order).
+static const char *const chat_names[] = {"auto", "plain", "chatml", "llama2", "zephyr", NULL};
+static const char *const output_names[] = {"auto", "llama2c", "hf", NULL};
 
 const char *recipe_method_name(Method m) {
     if ((int)m < 0 || (int)m > METHOD_ORPO) return "unknown";
     return method_names[m];
+}
+
+const char *recipe_output_format_name(OutputFormat f) {
+    if ((int)f < 0 || (int)f > OUTPUT_HF) return "unknown";
+    return output_names[f];
 }
 
 const char *recipe_loss_type_name(DpoLossType t) {
@@ -515,6 +523,8 @@ static const KeySpec keys[] = {
     {"truncation_mode", K_ENUM, F(truncation_mode), 0, 0, 0, 0, trunc_names},
     {"bad_rows", K_ENUM, F(bad_rows), 0, 0, 0, 0, bad_rows_names},
     {"threads", K_INT, F(threads), 0, 1024, 0, 0, NULL},
+    {"chat_template", K_ENUM, F(chat_template), 0, 0, 0, 0, chat_names},
+    {"output_format", K_ENUM, F(output_format), 0, 0, 0, 0, output_names},
     {"recipe", K_RECIPE, 0, 0, 0, 0, 0, NULL},
 };
 #undef F
@@ -522,7 +532,8 @@ static const KeySpec keys[] = {
 // apply_key stores enum fields through an int pointer.
 _Static_assert(sizeof(Method) == sizeof(int) && sizeof(DataKind) == sizeof(int) &&
                    sizeof(DpoLossType) == sizeof(int) && sizeof(LrSchedule) == sizeof(int) &&
-                   sizeof(TruncationMode) == sizeof(int) && sizeof(BadRowPolicy) == sizeof(int),
+                   sizeof(TruncationMode) == sizeof(int) && sizeof(BadRowPolicy) == sizeof(int) &&
+                   sizeof(ChatTemplate) == sizeof(int) && sizeof(OutputFormat) == sizeof(int),
                "enum fields must be int-sized");
 
 static const KeySpec *find_key(const char *name) {
@@ -927,6 +938,14 @@ char *recipe_to_json(const Recipe *r) {
                    r->truncation_mode == TRUNC_KEEP_START ? "keep_start" : "keep_end");
     bad |= add_str(o, "bad_rows", r->bad_rows == BAD_ROWS_ERROR ? "error" : "skip");
     bad |= add_num(o, "threads", r->threads);
+    // Keep these two last: train.c hashes the canonical JSON without them
+    // (neither changes the numbers), so checkpoints written before they
+    // existed still resume.
+    bad |= add_str(o, "chat_template", (int)r->chat_template >= 0 &&
+                                               r->chat_template <= CHAT_ZEPHYR
+                                           ? chat_names[r->chat_template]
+                                           : "unknown");
+    bad |= add_str(o, "output_format", recipe_output_format_name(r->output_format));
     if (!bad) out = cJSON_PrintUnformatted(o);
 done:
     cJSON_Delete(o);

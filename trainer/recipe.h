@@ -6,6 +6,7 @@
 #define RECIPE_H
 
 #include "bs.h"
+#include "chat.h"
 #include "model.h"
 
 typedef enum { METHOD_SFT = 0, METHOD_DPO, METHOD_ORPO } Method;
@@ -15,6 +16,9 @@ typedef enum { SCHED_LINEAR = 0, SCHED_CONSTANT, SCHED_COSINE } LrSchedule;
 typedef enum { TRUNC_KEEP_END = 0, TRUNC_KEEP_START } TruncationMode;
 typedef enum { BAD_ROWS_SKIP = 0, BAD_ROWS_ERROR } BadRowPolicy;
 typedef enum { RECIPE_AUTO = 0, RECIPE_JSON, RECIPE_YAML } RecipeFormat;
+// Where the final model goes: "auto" is resolved by the trainer (hf when the
+// starting model is a Hugging Face folder, else llama2c).
+typedef enum { OUTPUT_AUTO = 0, OUTPUT_LLAMA2C, OUTPUT_HF } OutputFormat;
 
 // `model_init`: a model initialised from scratch (seeded by `seed`).
 typedef struct {
@@ -28,10 +32,13 @@ typedef struct {
     double beta;          // dpo beta / orpo lambda; default 0.1
     DpoLossType loss_type;        // "sigmoid" | "ipo" | "hinge" | "robust"
     double label_smoothing;       // [0, 0.5)
-    char *model;                  // llama2.c checkpoint path or "job:ID"; NULL with model_init
+    char *model;                  // llama2.c .bin, Hugging Face folder or "job:ID"; NULL with
+                                  // model_init
     int has_model_init;
     ModelInit model_init;
-    char *tokenizer;              // tokenizer.bin path; NULL: bytes (model_init) or pre-tokenized
+    char *tokenizer;              // tokenizer.bin, HF tokenizer folder or tokenizer.json; NULL:
+                                  // the HF model folder's own tokenizer when it has one, else
+                                  // bytes (model_init) or pre-tokenized
     char *reference_model;        // NULL: frozen copy of the start
     int precompute_ref_log_probs; // bool
     char *train_file;             // JSONL (required)
@@ -59,6 +66,10 @@ typedef struct {
     TruncationMode truncation_mode;  // "keep_end" (default) | "keep_start"
     BadRowPolicy bad_rows;           // "skip" (default) | "error"
     int threads;                     // BLAS threads; 0: the caller decides
+    ChatTemplate chat_template; // conversational rows: "auto" (default: chat_detect on the
+                                // tokenizer) | "plain" | "chatml" | "llama2" | "zephyr"
+    OutputFormat output_format; // "auto" (default) | "llama2c" (final/model.bin) |
+                                // "hf" (final/ folder: config.json + model.safetensors)
 } Recipe;
 
 // Fills r with the defaults of `method` (all strings NULL).
@@ -81,5 +92,7 @@ void recipe_model_init_config(const ModelInit *mi, ModelConfig *c);
 // 1 when the recipe trains on the built-in byte tokenizer: a model_init model
 // without vocab_size and no tokenizer file.
 int recipe_uses_byte_tokenizer(const Recipe *r);
+// "auto", "llama2c" or "hf".
+const char *recipe_output_format_name(OutputFormat f);
 
 #endif

@@ -263,6 +263,24 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+int tok_path_is_hf(const char *path) {
+    return path && (is_dir(path) || ends_with(path, ".json"));
+}
+
+// 1 when dir/name is a regular file.
+static int dir_has_file(const char *dir, const char *name) {
+    char path[4096];
+    struct stat st;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return 0;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int tok_dir_has_hf(const char *dir) {
+    if (!dir || !is_dir(dir)) return 0;
+    return dir_has_file(dir, "tokenizer.json") ||
+           (dir_has_file(dir, "vocab.json") && dir_has_file(dir, "merges.txt"));
+}
+
 int tok_load(Tokenizer **out, const char *path, int vocab_size, BsError *err) {
     *out = NULL;
     if (!path) return bs_fail(err, "invalid_argument", "tokenizer", "no tokenizer path");
@@ -480,6 +498,25 @@ static int hex_value(char c) {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
+}
+
+int tok_encode_bos(const Tokenizer *t, const char *text, int add_eos, int **ids, int *n,
+                   BsError *err) {
+    if (tok_encode(t, text, 0, add_eos, ids, n, err) != 0) return -1;
+    int bos = tok_bos(t);
+    if (bos < 0 || (*n > 0 && (*ids)[0] == bos)) return 0;
+    int *v = *n < INT_MAX ? realloc(*ids, ((size_t)*n + 1) * sizeof *v) : NULL;
+    if (!v) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        return bs_fail(err, "out_of_memory", "", "cannot allocate token ids");
+    }
+    memmove(v + 1, v, (size_t)*n * sizeof *v);
+    v[0] = bos;
+    *ids = v;
+    (*n)++;
+    return 0;
 }
 
 const char *tok_piece(const Tokenizer *t, int prev, int token) {

@@ -24,6 +24,15 @@ typedef struct Tokenizer Tokenizer;
 // (tok_free).
 int tok_load(Tokenizer **out, const char *path, int vocab_size, BsError *err);
 
+// 1 when tok_load reads path as a Hugging Face tokenizer (a directory or a
+// .json file), else 0.
+int tok_path_is_hf(const char *path);
+// 1 when dir is a directory holding a Hugging Face tokenizer (tokenizer.json,
+// or vocab.json + merges.txt), as Hugging Face model folders usually do; the
+// trainer, preflight, generate and the daemon fall back to a model folder's
+// own tokenizer when the recipe names none.
+int tok_dir_has_hf(const char *dir);
+
 // Loads a llama2.c tokenizer.bin holding vocab_size entries (taken from the
 // model); a file with fewer entries or trailing garbage is an error.
 int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError *err);
@@ -47,6 +56,13 @@ int tok_eos(const Tokenizer *t); // 2 for llama2.c
 // *ids is malloc'd and owned by the caller; *n its length.
 int tok_encode(const Tokenizer *t, const char *text, int add_bos, int add_eos, int **ids, int *n,
                BsError *err);
+// tok_encode without BOS, then BOS in front unless the ids already start with
+// it (TRL's add_bos_token_if_needed: a chat template's "<s>" written in the
+// text is that BOS) or the tokenizer has none (tok_bos -1). For llama2.c and
+// byte tokenizers this equals tok_encode(t, text, 1, add_eos, ...). *ids is
+// malloc'd and owned by the caller.
+int tok_encode_bos(const Tokenizer *t, const char *text, int add_eos, int **ids, int *n,
+                   BsError *err);
 // Decodes ids to a malloc'd NUL-terminated string (caller frees); BOS/EOS are
 // dropped, <0xNN> pieces become raw bytes, the leading space after BOS is
 // stripped as run.c does. Hugging Face tokenizers run their decoder chain

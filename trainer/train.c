@@ -1,9 +1,11 @@
 // train.c — the training loop, the integrator of the trainer library: loads
-// the policy (llama2.c file or seeded model_init), the DPO reference, the
-// tokenizer and the data; runs micro-batches through model -> align ->
+// the policy (llama2.c file, Hugging Face folder or seeded model_init), the
+// DPO reference, the tokenizer and the data (conversational rows through the
+// chat template); runs micro-batches through model -> align ->
 // model_backward; steps AdamW with clipping and the learning-rate schedule;
 // logs and evaluates like Hugging Face Trainer + TRL; writes training-state
-// checkpoints (state.c) and the final llama2.c model; resumes exactly.
+// checkpoints (state.c) and the final model (llama2.c final/model.bin, or a
+// Hugging Face final/ folder with output_format hf); resumes exactly.
 //
 // Step accounting (HF semantics where they are unambiguous):
 //   n_batches       = ceil(n_train / per_device_train_batch_size)   (no drop_last)
@@ -31,6 +33,8 @@
 //   epoch         step / steps_per_epoch
 //   tokens_per_second  packed tokens (prompt + completion, both sequences of a
 //                 pair) / wall seconds of the window; not reproducible by nature
+//   num_tokens    cumulative packed tokens trained on since step 0 (TRL's running
+//                 num_tokens); kept in the checkpoint, so exact across a resume
 // Eval rows: eval_loss is the mean of the eval batch losses weighted by batch
 // size (HF evaluation_loop repeats each batch loss batch_size times); the other
 // eval_ metrics are plain means over eval batches (TRL), plus epoch.
@@ -53,8 +57,10 @@
 #include <zlib.h>
 
 #include "align.h"
+#include "chat.h"
 #include "ckpt.h"
 #include "data.h"
+#include "hf.h"
 #include "model.h"
 #include "optim.h"
 #include "state.h"
@@ -62,7 +68,7 @@
 
 #define MAX_RANGES 16
 #define KEEP_CHECKPOINTS 2
-#define EXTRA_VERSION 1u
+#define EXTRA_VERSION 2u
 
 // ---------------------------------------------------------------------------
 // metric names: MetricRow names must outlive every row, so eval_ names and
@@ -354,6 +360,12 @@ typedef struct {
     ModelConfig cfg;
     size_t P;
     Tokenizer *tok;
+    char tok_path[PATH_MAX]; // the tokenizer loaded ("" when none or bytes)
+    int model_is_hf;         // the policy came from a Hugging Face folder
+    HfModelInfo hf_info;     // its config.json's bos / eos (model_is_hf)
+    OutputFormat out_fmt;    // resolved: llama2c or hf
+    ChatTemplate tpl;        // resolved template for conversational rows
+    char tpl_warning[512];   // chat_detect's warning, logged when rows used it
     Dataset train, eval;
     int have_eval;
     double *ref_train, *ref_eval; // (2n) precomputed reference sums: chosen, rejected
@@ -375,6 +387,7 @@ typedef struct {
     int win_steps;
     double win_loss, win_tokens, win_seconds;
     MetricWindow win;
+    int64_t total_tokens; // packed tokens of every step so far; -1: unknown (v1 checkpoint)
     uint64_t recipe_hash, data_hash;
     char ckpt_dir[PATH_MAX];
     int last_saved;
@@ -561,7 +574,12 @@ static int compute_hashes(Trainer *t) {
     copy.save_steps = 0;
     char *json = recipe_to_json(&copy);
     if (!json) return bs_fail(t->err, "out_of_memory", "", "cannot serialise the recipe");
-    t->recipe_hash = fnv1a(FNV_INIT, json, strlen(json));
+    // chat_template and output_format (the canonical JSON's last keys) are
+    // left out too: the template's effect is in data_hash, the format is
+    // output only, and leaving them out keeps older checkpoints resumable.
+    char *tail = strstr(json, ",\"chat_template\":");
+    size_t len = tail ? (size_t)(tail - json) : strlen(json);
+    t->recipe_hash = fnv1a(fnv1a(FNV_INIT, json, len), "}", tail ? 1 : 0);
     free(json);
     uint64_t h = FNV_INIT;
     const Dataset *sets[2] = {&t->train, &t->eval};
@@ -596,8 +614,9 @@ static uint32_t crc_floats(const float *x, size_t n) {
 
 // ---------------------------------------------------------------------------
 // the trainer's extra bytes in the state file (version EXTRA_VERSION):
-//   u32 version | f64 win_loss | f64 win_tokens | f64 win_seconds | i32 win_steps
-//   | i32 n_metrics | n x (u8 len, name bytes, f64 sum, i32 count)
+//   u32 version | i64 total_tokens (version >= 2) | f64 win_loss | f64 win_tokens
+//   | f64 win_seconds | i32 win_steps | i32 n_metrics
+//   | n x (u8 len, name bytes, f64 sum, i32 count)
 //   | i32 n_ref_train | i32 n_ref_eval (-1: not precomputed) | f64 tables (2n each)
 
 typedef struct {
@@ -627,6 +646,7 @@ static void buf_put(Buf *b, const void *data, size_t n) {
 static int extra_build(Trainer *t, Buf *b) {
     uint32_t ver = EXTRA_VERSION;
     buf_put(b, &ver, 4);
+    buf_put(b, &t->total_tokens, 8);
     buf_put(b, &t->win_loss, 8);
     buf_put(b, &t->win_tokens, 8);
     buf_put(b, &t->win_seconds, 8);
@@ -678,7 +698,13 @@ static int extra_apply(Trainer *t, const uint8_t *data, size_t len, double **ref
     Rd r = {data, len, 0};
     uint32_t ver;
     rd(&r, &ver, 4);
-    if (ver != EXTRA_VERSION) return -1;
+    // Version 1 lacks the token count: the run continues exactly, without num_tokens.
+    if (ver != 1 && ver != EXTRA_VERSION) return -1;
+    t->total_tokens = -1;
+    if (ver >= 2) {
+        rd(&r, &t->total_tokens, 8);
+        if (r.bad || t->total_tokens < 0) return -1;
+    }
     rd(&r, &t->win_loss, 8);
     rd(&r, &t->win_tokens, 8);
     rd(&r, &t->win_seconds, 8);
@@ -873,6 +899,7 @@ static int try_resume(Trainer *t, int *start_step, double **ref_train, double **
             memset(&t->win, 0, sizeof t->win);
             t->win_steps = 0;
             t->win_loss = t->win_tokens = t->win_seconds = 0;
+            t->total_tokens = 0;
             continue;
         }
         if (t->dpo && !*ref_train && t->ref && s.ref_crc != t->ref_crc) {
@@ -907,34 +934,32 @@ static int load_policy(Trainer *t) {
     const Recipe *r = t->r;
     float *params = NULL;
     if (r->model) {
-        if (ckpt_read_llama2c(r->model, &t->cfg, &params, t->err) != 0) {
+        // A folder is a Hugging Face model; its bos / eos go into an HF export.
+        t->model_is_hf = hf_is_model_dir(r->model);
+        int rc = t->model_is_hf ? hf_read_model(r->model, &t->cfg, &params, &t->hf_info, t->err)
+                                : ckpt_read_model(r->model, &t->cfg, &params, t->err);
+        if (rc != 0) {
             if (!t->err->param[0]) snprintf(t->err->param, sizeof t->err->param, "model");
             return -1;
         }
     } else if (r->has_model_init) {
-        const ModelInit *mi = &r->model_init;
-        ModelConfig c = {0};
-        c.dim = mi->dim;
-        c.n_layers = mi->n_layers;
-        c.n_heads = mi->n_heads;
-        c.n_kv_heads = mi->n_kv_heads > 0 ? mi->n_kv_heads : mi->n_heads;
-        if (mi->hidden_dim > 0) {
-            c.hidden_dim = mi->hidden_dim;
-        } else { // llama2.c's default: 2/3 of 4 * dim, rounded up to 32
-            int hidden = 2 * (4 * mi->dim) / 3;
-            c.hidden_dim = (hidden + 31) / 32 * 32;
-        }
-        c.vocab_size = mi->vocab_size > 0 ? mi->vocab_size : TOK_BYTES_VOCAB;
-        c.seq_len = mi->max_seq_len;
-        c.shared_classifier = 1;
-        c.norm_eps = 1e-5f;
-        c.rope_theta = 10000.0f;
-        t->cfg = c;
+        recipe_model_init_config(&r->model_init, &t->cfg);
     } else {
         return bs_fail(t->err, "invalid_recipe", "model",
                        "the recipe names no model or model_init");
     }
     if (model_config_validate(&t->cfg, t->err) != 0) goto fail;
+    t->out_fmt = r->output_format != OUTPUT_AUTO ? r->output_format
+                 : t->model_is_hf                ? OUTPUT_HF
+                                                 : OUTPUT_LLAMA2C;
+    // llama2.c's format stores neither: run.c assumes 1e-5 and 10000.
+    if (t->out_fmt == OUTPUT_LLAMA2C && (t->cfg.norm_eps != 1e-5f || t->cfg.rope_theta != 1e4f)) {
+        bs_fail(t->err, "invalid_hyperparameter", "output_format",
+                "the model has rms_norm_eps %g and rope_theta %g, which a llama2.c checkpoint "
+                "cannot carry (it assumes 1e-05 and 10000): use output_format: hf",
+                (double)t->cfg.norm_eps, (double)t->cfg.rope_theta);
+        goto fail;
+    }
     if (model_create(&t->policy, &t->cfg, 1, t->err) != 0) goto fail;
     t->P = model_param_count(&t->cfg);
     if (params)
@@ -950,15 +975,25 @@ fail:
 
 static int load_tokenizer(Trainer *t) {
     const Recipe *r = t->r;
-    if (r->tokenizer) {
-        if (tok_load_llama2c(&t->tok, r->tokenizer, t->cfg.vocab_size, t->err) != 0) {
-            if (!t->err->param[0]) snprintf(t->err->param, sizeof t->err->param, "tokenizer");
+    // The recipe's tokenizer, else the Hugging Face model folder's own.
+    const char *path = r->tokenizer                                          ? r->tokenizer
+                       : t->model_is_hf && tok_dir_has_hf(r->model) ? r->model
+                                                                            : NULL;
+    if (path) {
+        if ((size_t)snprintf(t->tok_path, sizeof t->tok_path, "%s", path) >= sizeof t->tok_path)
+            return bs_fail(t->err, "io", "tokenizer", "tokenizer path too long: %s", path);
+        if (tok_load(&t->tok, path, t->cfg.vocab_size, t->err) != 0) {
+            // tokenizer_unsupported names the tokenizer.json field; the rest the key.
+            if (strcmp(t->err->code, "tokenizer_unsupported") != 0 || !t->err->param[0])
+                snprintf(t->err->param, sizeof t->err->param, "tokenizer");
             return -1;
         }
-    } else if (!r->model && r->has_model_init && r->model_init.vocab_size <= 0) {
+    } else if (recipe_uses_byte_tokenizer(r)) {
         if (tok_create_bytes(&t->tok, t->err) != 0) return -1;
     }
-    return 0; // else: pre-tokenized rows only (data_load with tok NULL)
+    // else: pre-tokenized rows only (data_load with tok NULL)
+    t->tpl = data_chat_template(r, path, t->tpl_warning, sizeof t->tpl_warning);
+    return 0;
 }
 
 static int load_reference(Trainer *t) {
@@ -969,7 +1004,7 @@ static int load_reference(Trainer *t) {
     } else {
         ModelConfig c;
         float *params = NULL;
-        if (ckpt_read_llama2c(r->reference_model, &c, &params, t->err) != 0) {
+        if (ckpt_read_model(r->reference_model, &c, &params, t->err) != 0) {
             snprintf(t->err->param, sizeof t->err->param, "reference_model");
             return -1;
         }
@@ -999,7 +1034,9 @@ static int load_data(Trainer *t) {
     int max_len = r->max_length < t->cfg.seq_len ? r->max_length : t->cfg.seq_len;
     if (!r->train_file)
         return bs_fail(t->err, "invalid_recipe", "train_file", "the recipe names no train_file");
-    if (data_load(&t->train, r->train_file, r, t->tok, t->cfg.vocab_size, max_len, t->err) != 0) {
+    DataOptions opt = {.chat_template = t->tpl};
+    if (data_load_ex(&t->train, r->train_file, r, t->tok, t->cfg.vocab_size, max_len, &opt,
+                     t->err) != 0) {
         if (!t->err->param[0]) snprintf(t->err->param, sizeof t->err->param, "train_file");
         return -1;
     }
@@ -1008,12 +1045,18 @@ static int load_data(Trainer *t) {
                        "%s has no usable rows (%d lines, %d refused, %d dropped after truncation)",
                        r->train_file, t->train.n_lines, t->train.n_bad, t->train.n_dropped);
     if (r->eval_file) {
-        if (data_load(&t->eval, r->eval_file, r, t->tok, t->cfg.vocab_size, max_len, t->err) != 0) {
+        if (data_load_ex(&t->eval, r->eval_file, r, t->tok, t->cfg.vocab_size, max_len, &opt,
+                         t->err) != 0) {
             if (!t->err->param[0]) snprintf(t->err->param, sizeof t->err->param, "eval_file");
             return -1;
         }
         t->have_eval = t->eval.n > 0;
         if (!t->have_eval) tlog(t, "eval_file %s has no usable rows: no evaluation", r->eval_file);
+    }
+    if (t->train.n_chat + t->eval.n_chat > 0) {
+        if (t->tpl_warning[0]) tlog(t, "warning: chat_template: %s", t->tpl_warning);
+        tlog(t, "conversational rows rendered with the %s chat template",
+             chat_template_name(t->tpl));
     }
     if (t->preference) {
         const Dataset *sets[2] = {&t->train, &t->eval};
@@ -1101,6 +1144,7 @@ static int optimizer_step(Trainer *t, int g, double *grad_norm_out) {
     t->win_steps++;
     t->win_loss += step_loss;
     t->win_tokens += (double)tokens;
+    if (t->total_tokens >= 0) t->total_tokens += tokens;
     t->win_seconds += now_seconds() - t0;
     *grad_norm_out = gn;
     return 0;
@@ -1119,6 +1163,7 @@ static int log_train_row(Trainer *t, int step, double grad_norm, TrainResult *re
     metric_set(&row, "epoch", epoch_of(t, step));
     double tps = t->win_seconds > 0 ? t->win_tokens / t->win_seconds : 0.0;
     metric_set(&row, "tokens_per_second", tps);
+    if (t->total_tokens >= 0) metric_set(&row, "num_tokens", (double)t->total_tokens);
     if (t->preference) {
         double margin = 0, acc = 0;
         metric_get(&row, "rewards/margins", &margin);
@@ -1133,6 +1178,46 @@ static int log_train_row(Trainer *t, int step, double grad_norm, TrainResult *re
     memset(&t->win, 0, sizeof t->win);
     res->last_train = row;
     return emit(t, &row);
+}
+
+// The final model as a Hugging Face folder (hf_export, F32): bos / eos from
+// the starting folder's config.json, else the tokenizer's (llama2.c's 1 / 2
+// without one), and the tokenizer files when the tokenizer is a Hugging Face
+// one (its folder, or the folder of its .json file).
+static int write_final_hf(Trainer *t, const char *final_dir, TrainResult *res) {
+    HfModelInfo info = {0}, *ip = NULL;
+    if (t->model_is_hf) {
+        ip = &t->hf_info;
+    } else if (t->tok) {
+        info.bos_token_id = tok_bos(t->tok);
+        int eos = tok_eos(t->tok);
+        info.n_eos = eos >= 0 ? 1 : 0;
+        info.eos_token_ids[0] = eos;
+        ip = &info;
+    }
+    char src[PATH_MAX];
+    const char *tok_dir = NULL;
+    if (t->tok_path[0] && tok_path_is_hf(t->tok_path)) {
+        snprintf(src, sizeof src, "%s", t->tok_path); // fits: tok_path has the same size
+        if (!hf_is_model_dir(src)) {                   // a .json file: its folder
+            char *slash = strrchr(src, '/');
+            if (!slash)
+                snprintf(src, sizeof src, ".");
+            else if (slash == src)
+                src[1] = '\0';
+            else
+                *slash = '\0';
+        }
+        tok_dir = src;
+    }
+    if ((size_t)snprintf(res->final_model, sizeof res->final_model, "%s", final_dir) >=
+        sizeof res->final_model)
+        return bs_fail(t->err, "io", "output_dir", "output_dir path too long");
+    if (hf_export(final_dir, &t->cfg, model_params(t->policy), ip, 0, tok_dir, t->err) != 0) {
+        res->final_model[0] = '\0';
+        return -1;
+    }
+    return 0;
 }
 
 int train_run(const Recipe *r, const TrainHooks *hooks, TrainResult *res, BsError *err) {
@@ -1270,14 +1355,19 @@ int train_run(const Recipe *r, const TrainHooks *hooks, TrainResult *res, BsErro
         char final_dir[PATH_MAX];
         if (path_join(final_dir, sizeof final_dir, r->output_dir, "final", err) != 0) goto fail;
         if (mkdir_p(final_dir, err) != 0) goto fail;
-        if ((size_t)snprintf(res->final_model, sizeof res->final_model, "%s/model.bin",
-                             final_dir) >= sizeof res->final_model) {
-            bs_fail(err, "io", "output_dir", "output_dir path too long");
-            goto fail;
-        }
-        if (ckpt_write_llama2c(res->final_model, &t->cfg, model_params(t->policy), err) != 0) {
-            res->final_model[0] = '\0';
-            goto fail;
+        if (t->out_fmt == OUTPUT_HF) {
+            if (write_final_hf(t, final_dir, res) != 0) goto fail;
+        } else {
+            if ((size_t)snprintf(res->final_model, sizeof res->final_model, "%s/model.bin",
+                                 final_dir) >= sizeof res->final_model) {
+                bs_fail(err, "io", "output_dir", "output_dir path too long");
+                goto fail;
+            }
+            if (ckpt_write_llama2c(res->final_model, &t->cfg, model_params(t->policy), err) !=
+                0) {
+                res->final_model[0] = '\0';
+                goto fail;
+            }
         }
         tlog(t, "finished %d steps; model written to %s", g, res->final_model);
     }

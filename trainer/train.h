@@ -1,8 +1,12 @@
 // train.h — the training loop: loads model, reference, tokenizer and data for
 // a recipe, runs SFT / DPO / ORPO micro-batches through the model and the
 // AlignmentHandler, steps AdamW, logs metrics, evaluates, writes training-state
-// checkpoints and the final llama2.c model, and resumes from the latest
-// checkpoint in output_dir/checkpoints exactly where it stopped.
+// checkpoints and the final model (r->output_format: llama2.c
+// output_dir/final/model.bin, or a Hugging Face folder output_dir/final with
+// config.json, model.safetensors and the tokenizer's files; "auto" is hf when
+// r->model is a Hugging Face folder), and resumes from the latest checkpoint in
+// output_dir/checkpoints exactly where it stopped. Without r->tokenizer a
+// Hugging Face model folder's own tokenizer is used when it has one.
 #ifndef TRAIN_H
 #define TRAIN_H
 
@@ -34,7 +38,8 @@ typedef struct {
     int stopped;     // 1 when should_stop ended the run early
     int resumed_from; // 0 or the checkpoint step resumed from
     MetricRow last_train, last_eval; // last logged rows (n == 0 when none)
-    char final_model[1024]; // output_dir/final/model.bin when finished
+    char final_model[1024]; // when finished: output_dir/final/model.bin (llama2c) or
+                            // output_dir/final (hf)
 } TrainResult;
 
 // Runs (or resumes) the recipe. r->output_dir must be set. BLAS threads are

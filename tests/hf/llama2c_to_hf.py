@@ -8,6 +8,14 @@ the hf_convert test that checks brewslm's HF loader and exporter against it.
       and k_proj rows get transformers' convert_llama_weights_to_hf.py
       `permute`: w.view(heads, HS // 2, 2, dim).transpose(1, 2).reshape(...)
 
+  llama2c_to_hf.py tokenizer TOKENIZER.bin OUT_DIR
+      Writes OUT_DIR/tokenizer.json (a SentencePiece-style BPE with byte
+      fallback, as transformers' LlamaConverter builds it: merges from the
+      pieces' scores) + tokenizer_config.json (<s> / </s>) from a llama2.c
+      tokenizer.bin; it encodes like the .bin (tests/test_hftok.c checks the
+      same construction against llama2-tokenizer.bin). Importable:
+      sentencepiece_tokenizer(), bytelevel_tokenizer() for other tests.
+
   llama2c_to_hf.py selftest
       The meson test hf_convert (needs BREWSLM_BUILD, run from the repo root).
       For ../shared/models/{stories260K,aidreams260K}.bin:
@@ -174,6 +182,124 @@ def convert(bin_path, out_dir):
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config(cfg), f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+# ---------------------------------------------------------------------------
+# tokenizers (stdlib): tokenizer.json + tokenizer_config.json
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False)
+        f.write("\n")
+
+
+def _added(i, content):
+    return {"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": False, "special": True}
+
+
+def sentencepiece_tokenizer(bin_path, out_dir, chat_template=None):
+    """tokenizer.json from a llama2.c tokenizer.bin: <unk> <s> </s> specials,
+    "▁" for spaces, merges for every split of a piece into two pieces, ordered
+    by the piece's score (transformers' SentencePieceExtractor), Prepend +
+    Replace normalizer and the Llama decoder chain (legacy Llama layout)."""
+    with open(bin_path, "rb") as f:
+        raw = f.read()
+    pos, pieces, scores = 4, [], []
+    while pos < len(raw):
+        score, n = struct.unpack("<fi", raw[pos:pos + 8])
+        pieces.append(raw[pos + 8:pos + 8 + n].decode("utf-8"))
+        scores.append(score)
+        pos += 8 + n
+    meta = ["<unk>", "<s>", "</s>"] + [p.replace(" ", "\u2581") for p in pieces[3:]]
+    ids = {}
+    for i, m in enumerate(meta):
+        ids.setdefault(m, i)
+    rows = []
+    for i in range(3, len(meta)):
+        p = meta[i]
+        for k in range(1, len(p)):
+            left, right = ids.get(p[:k]), ids.get(p[k:])
+            if left is not None and right is not None:
+                rows.append((-scores[i], i, left, right))
+    rows.sort()
+    tok = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [_added(i, meta[i]) for i in range(3)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": True, "byte_fallback": True,
+                  "vocab": {m: i for m, i in sorted(ids.items(), key=lambda x: x[1])},
+                  "merges": ["%s %s" % (meta[l], meta[r]) for _, _, l, r in rows]},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json(os.path.join(out_dir, "tokenizer.json"), tok)
+    cfg = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+           "eos_token": "</s>", "unk_token": "<unk>",
+           "tokenizer_class": "LlamaTokenizer"}
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), cfg)
+
+
+def _gpt2_byte_chars():
+    """GPT-2's bytes_to_unicode: byte b -> the character standing for it."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + n)
+            n += 1
+    return out
+
+
+def bytelevel_tokenizer(out_dir, added=(), eos_token=None, chat_template=None):
+    """A byte-level BPE without merges (ids 0..255 are the bytes) plus the
+    added special tokens `added` (ids 256...), no BOS (as Qwen's); eos_token
+    names one of them."""
+    chars = _gpt2_byte_chars()
+    tok = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [_added(256 + i, a) for i, a in enumerate(added)],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": True},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": False,
+                           "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
+                  "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {chars[b]: b for b in range(256)}, "merges": []},
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    _write_json(os.path.join(out_dir, "tokenizer.json"), tok)
+    cfg = {"bos_token": None, "eos_token": eos_token, "model_max_length": 32768,
+           "tokenizer_class": "Qwen2Tokenizer"}
+    if chat_template is not None:
+        cfg["chat_template"] = chat_template
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -413,6 +539,9 @@ def selftest():
 def main(argv):
     if len(argv) == 4 and argv[1] == "convert":
         convert(argv[2], argv[3])
+        return 0
+    if len(argv) == 4 and argv[1] == "tokenizer":
+        sentencepiece_tokenizer(argv[2], argv[3])
         return 0
     if len(argv) == 2 and argv[1] == "selftest":
         return selftest()

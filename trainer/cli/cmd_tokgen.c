@@ -1,6 +1,7 @@
 // cmd_tokgen.c — the `tokenize` and `generate` subcommands: text to ids with a
-// llama2.c or byte tokenizer, and sampling from a llama2.c checkpoint or a
-// Hugging Face model folder printed the way run.c prints it (or as JSON ids).
+// llama2.c, Hugging Face or byte tokenizer, and sampling from a llama2.c
+// checkpoint or a Hugging Face model folder (with its own tokenizer when it
+// has one) printed the way run.c prints it (or as JSON ids).
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include "ckpt.h"
 #include "cmds.h"
 #include "generate.h"
+#include "hf.h"
 #include "tok.h"
 
 #define EXIT_RUNTIME 1
@@ -20,10 +22,13 @@ static const char TOKENIZE_USAGE[] =
     "usage: brewslm tokenize --tokenizer PATH|bytes [--vocab-size V] [--no-bos] [--eos]\n"
     "                        [--] TEXT\n"
     "\n"
-    "Encodes TEXT and prints its token ids as a JSON array, BOS first.\n"
+    "Encodes TEXT and prints its token ids as a JSON array, BOS first (when the\n"
+    "tokenizer has one and the text does not already start with it).\n"
     "\n"
-    "  --tokenizer PATH   a llama2.c tokenizer.bin, or `bytes` for the byte tokenizer\n"
-    "  --vocab-size V     entries the file must hold (default: all of them)\n"
+    "  --tokenizer PATH   a llama2.c tokenizer.bin, a Hugging Face tokenizer folder (or its\n"
+    "                     tokenizer.json, or a model folder holding one), or `bytes`\n"
+    "  --vocab-size V     the model's vocabulary: a tokenizer.bin must hold exactly V\n"
+    "                     entries, a Hugging Face one at most V (default: its own size)\n"
     "  --no-bos           do not prepend BOS\n"
     "  --eos              append EOS\n";
 
@@ -34,11 +39,13 @@ static const char GENERATE_USAGE[] =
     "\n"
     "Samples a continuation from a model as llama2.c's run.c does and\n"
     "prints the prompt and the generated text. Generation stops at BOS (and at EOS for\n"
-    "the byte tokenizer) or when the model's seq_len is reached.\n"
+    "Hugging Face and byte tokenizers) or when the model's seq_len is reached.\n"
     "\n"
     "  --model PATH         llama2.c checkpoint (.bin) or Hugging Face model folder\n"
     "                       (config.json + safetensors, Llama/Mistral)\n"
-    "  --tokenizer PATH     llama2.c tokenizer.bin matching the model's vocab, or `bytes`\n"
+    "  --tokenizer PATH     llama2.c tokenizer.bin matching the model's vocab, a Hugging\n"
+    "                       Face tokenizer folder or tokenizer.json, or `bytes`; default:\n"
+    "                       the model folder's own tokenizer.json when it has one\n"
     "  --prompt TEXT        prompt text, encoded with BOS (needs --tokenizer; default \"\")\n"
     "  --prompt-ids LIST    comma-separated prompt ids, used as given (default: BOS)\n"
     "  --max-new-tokens N   at most N generated ids (default 256)\n"
@@ -126,11 +133,19 @@ static int is_bytes(const char *tokenizer) {
     return strcmp(tokenizer, "bytes") == 0;
 }
 
-// Loads the named tokenizer; vocab_size <= 0 takes every entry of the file.
+// Loads the named tokenizer (tok_load: a folder or .json file is a Hugging
+// Face tokenizer); vocab_size <= 0 takes the tokenizer's own size.
 static int load_tokenizer(Tokenizer **tok, const char *path, int vocab_size, BsError *err) {
     if (is_bytes(path)) return tok_create_bytes(tok, err);
-    if (vocab_size <= 0 && tok_count_llama2c(path, &vocab_size, err) != 0) return -1;
-    return tok_load_llama2c(tok, path, vocab_size, err);
+    return tok_load(tok, path, vocab_size, err);
+}
+
+// Encodes text: with add_bos, tok_encode_bos (BOS unless the text already
+// starts with it, the rule the training data follows).
+static int encode_text(const Tokenizer *tok, const char *text, int add_bos, int add_eos, int **ids,
+                       int *n, BsError *err) {
+    if (add_bos) return tok_encode_bos(tok, text, add_eos, ids, n, err);
+    return tok_encode(tok, text, 0, add_eos, ids, n, err);
 }
 
 static int fail_runtime(const char *cmd, const BsError *err) {
@@ -183,7 +198,7 @@ int cmd_tokenize(int argc, char **argv) {
     Tokenizer *tok = NULL;
     int *ids = NULL, n = 0;
     if (load_tokenizer(&tok, tokenizer, (int)vocab_size, &err) != 0 ||
-        tok_encode(tok, text, add_bos, add_eos, &ids, &n, &err) != 0) {
+        encode_text(tok, text, add_bos, add_eos, &ids, &n, &err) != 0) {
         tok_free(tok);
         return fail_runtime("tokenize", &err);
     }
@@ -260,6 +275,8 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     if (!model) return fail_usage("generate", "--model is required", NULL);
+    // A Hugging Face model folder usually carries its tokenizer.
+    if (!tokenizer && hf_is_model_dir(model) && tok_dir_has_hf(model)) tokenizer = model;
     if (prompt && prompt_ids)
         return fail_usage("generate", "--prompt and --prompt-ids are mutually exclusive", NULL);
     if (prompt && !tokenizer) return fail_usage("generate", "--prompt needs --tokenizer", NULL);
@@ -289,7 +306,12 @@ int cmd_generate(int argc, char **argv) {
                               prompt_ids);
         }
     } else if (tok) {
-        if (tok_encode(tok, prompt ? prompt : "", 1, 0, &ids, &n_ids, &err) != 0) goto fail;
+        if (encode_text(tok, prompt ? prompt : "", 1, 0, &ids, &n_ids, &err) != 0) goto fail;
+        if (n_ids == 0) {
+            bs_fail(&err, "invalid_token", "prompt",
+                    "the prompt encodes to no ids and the tokenizer has no BOS: give a prompt");
+            goto fail;
+        }
     } else {
         ids = malloc(sizeof *ids);
         if (!ids) {
@@ -305,13 +327,17 @@ int cmd_generate(int argc, char **argv) {
         .temperature = temperature,
         .top_p = top_p,
         .seed = (unsigned long long)seed,
-        .eos_id = tok && is_bytes(tokenizer) ? TOK_BYTES_EOS : -1,
-        .bos_id = tok ? tok_bos(tok) : 1,
+        // run.c stops at BOS only; Hugging Face and byte tokenizers also at EOS
+        // (the training data ends every completion with it).
+        .eos_id = tok && (is_bytes(tokenizer) || tok_path_is_hf(tokenizer)) ? tok_eos(tok) : -1,
+        .bos_id = tok ? tok_bos(tok) : 1, // -1: the tokenizer has no BOS, none stops
     };
-    Printer printer = {.tok = tok, .prev = n_ids > 0 ? ids[0] : -1};
+    int bos = tok ? tok_bos(tok) : 1;
+    int skip = n_ids > 0 && ids[0] == bos ? 1 : 0;
+    Printer printer = {.tok = tok, .prev = skip ? ids[0] : -1};
     if (!want_ids) {
-        // run.c prints the prompt after its first id, then each sample
-        for (int i = 1; i < n_ids; i++) {
+        // run.c prints the prompt after its first id (BOS), then each sample
+        for (int i = skip; i < n_ids; i++) {
             if (ids[i] < 0 || ids[i] >= cfg.vocab_size) break; // generate() reports it
             print_piece(&printer, ids[i]);
         }
