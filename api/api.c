@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "blasenv.h"
 #include "brewslm_config.h"
 #include "generate_route.h"
 #include "jobutil.h"
@@ -847,6 +848,8 @@ static void h_capabilities(HttpRequest *req, void *user) {
     cJSON_AddItemToObject(o, "recipe_formats", string_array(recipe_formats, 2));
     const char *blas = openblas_get_config();
     cJSON_AddStringToObject(o, "blas", blas ? blas : "");
+    // The kernel set in use: blasenv.h explains why it is not always detected.
+    cJSON_AddStringToObject(o, "blas_core", blasenv_core_name());
     cJSON *th = cJSON_AddObjectToObject(o, "threads");
     if (th) {
         cJSON_AddNumberToObject(th, "cores", api->cores);

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api.h"
+#include "blasenv.h"
 #include "config.h"
 #include "http.h"
 #include "scheduler.h"
@@ -163,6 +164,7 @@ static int ctl_accepting(void *user) {
 }
 
 int main(int argc, char **argv) {
+    blasenv_select_kernels(argv);
     App app;
     memset(&app, 0, sizeof(app));
     char msg[1024];

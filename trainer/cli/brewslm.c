@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "blasenv.h"
 #include "brewslm_config.h"
 #include "ckpt.h"
 #include "cmds.h"
@@ -476,6 +477,7 @@ static int cmd_preflight(int argc, char **argv) {
 // ---------------------------------------------------------------------------
 
 int main(int argc, char **argv) {
+    blasenv_select_kernels(argv);
     if (argc < 2) {
         fputs(k_usage, stderr);
         return EXIT_USAGE;
