@@ -829,8 +829,15 @@ static void h_capabilities(HttpRequest *req, void *user) {
         "sft: {prompt_ids, completion_ids}",
     };
     static const char *file_formats[] = {"jsonl", "jsonl.gz"};
-    static const char *model_formats[] = {"llama2.c v0 checkpoint (fp32)", "model_init"};
-    static const char *tokenizer_formats[] = {"llama2.c tokenizer.bin", "bytes (vocab 259)"};
+    static const char *model_formats[] = {
+        "llama2.c v0 checkpoint (fp32)",
+        "Hugging Face folder (config.json + safetensors F32/F16/BF16, Llama/Mistral)",
+        "model_init"};
+    static const char *tokenizer_formats[] = {
+        "llama2.c tokenizer.bin", "Hugging Face tokenizer.json (BPE: byte-level, SentencePiece)",
+        "bytes (vocab 259)"};
+    static const char *chat_templates[] = {"auto", "chatml", "llama2", "zephyr", "plain"};
+    static const char *output_formats[] = {"llama2c", "hf"};
     static const char *recipe_formats[] = {"application/json", "application/yaml"};
     cJSON *o = cJSON_CreateObject();
     if (!o) {
@@ -843,8 +850,10 @@ static void h_capabilities(HttpRequest *req, void *user) {
     cJSON_AddItemToObject(o, "loss_types", string_array(loss_types, 4));
     cJSON_AddItemToObject(o, "data_formats", string_array(data_formats, 7));
     cJSON_AddItemToObject(o, "file_formats", string_array(file_formats, 2));
-    cJSON_AddItemToObject(o, "model_formats", string_array(model_formats, 2));
-    cJSON_AddItemToObject(o, "tokenizer_formats", string_array(tokenizer_formats, 2));
+    cJSON_AddItemToObject(o, "model_formats", string_array(model_formats, 3));
+    cJSON_AddItemToObject(o, "tokenizer_formats", string_array(tokenizer_formats, 3));
+    cJSON_AddItemToObject(o, "chat_templates", string_array(chat_templates, 5));
+    cJSON_AddItemToObject(o, "output_formats", string_array(output_formats, 2));
     cJSON_AddItemToObject(o, "recipe_formats", string_array(recipe_formats, 2));
     const char *blas = openblas_get_config();
     cJSON_AddStringToObject(o, "blas", blas ? blas : "");

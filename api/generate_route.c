@@ -291,6 +291,13 @@ static int confine(const char *root, const char *field, const char *missing_code
                            "the job's %s %s now resolves to %s, outside the data root", field, p,
                            real);
     }
+    // A Hugging Face folder's files must stay inside as well (preflight's rule).
+    char bad[PATH_MAX];
+    if (!preflight_folder_confined(root, real, bad, sizeof(bad)))
+        return bs_fail(err, "path_outside_data_root", field,
+                       "the job's %s %s holds %s, which leads outside the data root or is not a "
+                       "regular file",
+                       field, p, bad);
     *out = strdup(real);
     if (!*out) return bs_fail(err, "oom", field, "out of memory");
     return 0;

@@ -33,10 +33,9 @@ char *jobref_model_path(const char *output_dir) {
     struct stat sb, sc;
     int has_bin = stat(bin, &sb) == 0, has_cfg = stat(cfg, &sc) == 0 && S_ISREG(sc.st_mode);
     free(cfg);
-    if (!has_cfg ||
-        (has_bin && (sb.st_mtim.tv_sec > sc.st_mtim.tv_sec ||
-                     (sb.st_mtim.tv_sec == sc.st_mtim.tv_sec &&
-                      sb.st_mtim.tv_nsec >= sc.st_mtim.tv_nsec))))
+    if (!has_cfg || (has_bin && (sb.st_mtim.tv_sec > sc.st_mtim.tv_sec ||
+                                 (sb.st_mtim.tv_sec == sc.st_mtim.tv_sec &&
+                                  sb.st_mtim.tv_nsec >= sc.st_mtim.tv_nsec))))
         return bin;
     free(bin);
     return join(output_dir, "final");

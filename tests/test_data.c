@@ -772,9 +772,9 @@ static void test_chat_templates(void) {
     CHECK_INT_EQ(data_chat_template(&r, no_bos, warning, sizeof warning), CHAT_CHATML);
     CHECK_INT_EQ(data_chat_template(&r, NULL, warning, sizeof warning), CHAT_PLAIN);
     CHECK(warning[0] == '\0');
-    CHECK_INT_EQ(data_chat_template(&r, "../shared/models/aidreams260K-tok512.bin", warning,
-                                    sizeof warning),
-                 CHAT_PLAIN);
+    CHECK_INT_EQ(
+        data_chat_template(&r, "../shared/models/aidreams260K-tok512.bin", warning, sizeof warning),
+        CHAT_PLAIN);
     r.chat_template = CHAT_ZEPHYR;
     CHECK_INT_EQ(data_chat_template(&r, no_bos, warning, sizeof warning), CHAT_ZEPHYR);
     r.chat_template = CHAT_AUTO;

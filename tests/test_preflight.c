@@ -1,6 +1,10 @@
 // test_preflight.c — every blocker code provoked by a concrete recipe over
 // files in a temp data root (models copied from ../shared/models), a clean
-// recipe with its estimate, path traversal and symlinks out of the root.
+// recipe with its estimate, path traversal and symlinks out of the root, and
+// Hugging Face folders (hf_export of the shared models): model_unsupported
+// naming the config.json key, model_invalid for a truncated safetensors,
+// output_format llama2c refused for a model it cannot carry,
+// tokenizer_unsupported, and the chat-template fallback warning.
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "ckpt.h"
+#include "hf.h"
 #include "model.h"
 #include "preflight.h"
 #include "recipe.h"
@@ -451,6 +456,194 @@ static void test_paths(void) {
                    &ropts, "path_outside_data_root", "model", 1, "model outside");
 }
 
+// root/models/NAME: aidreams260K exported as a Hugging Face folder, with
+// config.json's `from` text replaced by `to` (NULL: unchanged).
+static int make_hf(const char *name, const char *from, const char *to) {
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/models/%s", root, name);
+    ModelConfig cfg;
+    float *params = NULL;
+    BsError err = {0};
+    if (ckpt_read_llama2c("../shared/models/aidreams260K.bin", &cfg, &params, &err) != 0 ||
+        hf_export(dir, &cfg, params, NULL, 0, NULL, &err) != 0) {
+        fprintf(stderr, "make_hf %s: %s\n", name, err.message);
+        free(params);
+        return -1;
+    }
+    free(params);
+    if (!from) return 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "rb");
+    char text[8192];
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    if (!at) return -1;
+    char out[8192];
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    return write_file(path, out, strlen(out));
+}
+
+static void test_hf(void) {
+    char p[PATH_MAX];
+    CHECK(make_hf("hf-aid", NULL, NULL) == 0);
+    CHECK(make_hf("hf-rope", "\"rope_scaling\": null",
+                  "\"rope_scaling\": {\"type\": \"linear\", "
+                  "\"factor\": 2.0}") == 0);
+    CHECK(make_hf("hf-eps", "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": 1e-06") == 0);
+    CHECK(make_hf("hf-trunc", NULL, NULL) == 0);
+    snprintf(p, sizeof p, "%s/models/hf-trunc/model.safetensors", root);
+    CHECK(truncate(p, 5000) == 0);
+
+    // A clean HF folder; it trains as it is (output_format auto: hf).
+    PreflightReport rep;
+    Recipe r;
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-aid\","
+            "\"train_file\":\"data/pref_ids.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK_INT_EQ(rep.n_blockers, 0);
+        if (rep.n_blockers) dump(&rep);
+        CHECK_INT_EQ(rep.train_rows, 12);
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+    const Blocker *b;
+    b = expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-rope\","
+                       "\"train_file\":\"data/pref_ids.jsonl\"}",
+                       &ropts, "model_unsupported", "rope_scaling", 1, "rope_scaling");
+    CHECK(b && strstr(b->message, "rope_scaling") != NULL);
+    b = expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-aid\","
+                       "\"reference_model\":\"models/hf-rope\","
+                       "\"train_file\":\"data/pref_ids.jsonl\"}",
+                       &ropts, "model_unsupported", "rope_scaling", 1, "reference rope_scaling");
+    expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-trunc\","
+                   "\"train_file\":\"data/pref_ids.jsonl\"}",
+                   &ropts, "model_invalid", "model", 1, "truncated safetensors");
+    // Confinement covers the files inside a folder: a weights file (or a
+    // tokenizer file) linking outside the data root is refused, one linking
+    // inside is fine.
+    CHECK(make_hf("hf-link", NULL, NULL) == 0);
+    char q[PATH_MAX + 32];
+    snprintf(p, sizeof p, "%s/models/hf-link/model.safetensors", root);
+    snprintf(q, sizeof q, "%s/model.safetensors", outside);
+    CHECK(rename(p, q) == 0 && symlink(q, p) == 0);
+    b = expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-link\","
+                       "\"train_file\":\"data/pref_ids.jsonl\"}",
+                       &ropts, "path_outside_data_root", "model", 1, "weights linked outside");
+    CHECK(b && strstr(b->message, "model.safetensors") != NULL);
+    snprintf(q, sizeof q, "%s/models/hf-aid/model.safetensors", root);
+    CHECK(unlink(p) == 0 && symlink(q, p) == 0);
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-link\","
+            "\"train_file\":\"data/pref_ids.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK_INT_EQ(rep.n_blockers, 0);
+        if (rep.n_blockers) dump(&rep);
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+    snprintf(p, sizeof p, "%s/models/hf-link/tokenizer_config.json", root);
+    snprintf(q, sizeof q, "%s/secret.jsonl", outside);
+    CHECK(symlink(q, p) == 0);
+    CHECK(write_text(root, "models/hf-link/tokenizer.json", "{}") == 0);
+    expect_blocker("{\"method\":\"dpo\",\"model\":\"models/stories260K.bin\","
+                   "\"tokenizer\":\"models/hf-link/tokenizer.json\","
+                   "\"train_file\":\"data/pref_ids.jsonl\"}",
+                   &ropts, "path_outside_data_root", "tokenizer", 0, "tokenizer sibling outside");
+    // Without a data root (the CLI) the link is fine.
+    snprintf(p, sizeof p, "%s/models/hf-link", root);
+    CHECK(preflight_folder_confined(NULL, p, q, sizeof q) == 1);
+    CHECK(preflight_folder_confined(root, p, q, sizeof q) == 0 &&
+          strstr(q, "tokenizer_config.json") != NULL);
+
+    // rms_norm_eps 1e-6: fine as hf (auto), refused as llama2c.
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-eps\","
+            "\"train_file\":\"data/pref_ids.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK_INT_EQ(rep.n_blockers, 0);
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+    b = expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-eps\","
+                       "\"output_format\":\"llama2c\",\"train_file\":\"data/pref_ids.jsonl\"}",
+                       &ropts, "invalid_hyperparameter", "output_format", 1, "eps as llama2c");
+    CHECK(b && strstr(b->message, "1e-06") != NULL);
+    expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-eps\","
+                   "\"reference_model\":\"models/hf-aid\",\"output_format\":\"llama2c\","
+                   "\"train_file\":\"data/pref_ids.jsonl\"}",
+                   &ropts, "invalid_hyperparameter", "output_format", 1, "eps as llama2c, ref");
+
+    // tokenizer_unsupported names the tokenizer.json field.
+    snprintf(p, sizeof p, "%s/models/wordpiece", root);
+    CHECK(mkdir(p, 0700) == 0);
+    CHECK(write_text(p, "tokenizer.json",
+                     "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}") == 0);
+    expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-aid\","
+                   "\"tokenizer\":\"models/wordpiece\",\"train_file\":\"data/pref_ids.jsonl\"}",
+                   &ropts, "tokenizer_unsupported", "model.type", 1, "WordPiece");
+    // ... also when it is the model folder's own tokenizer (no tokenizer key).
+    snprintf(p, sizeof p, "%s/models/hf-aid/tokenizer.json", root);
+    CHECK(write_text(root, "models/hf-aid/tokenizer.json",
+                     "{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}") == 0);
+    expect_blocker("{\"method\":\"dpo\",\"model\":\"models/hf-aid\","
+                   "\"train_file\":\"data/pref_ids.jsonl\"}",
+                   &ropts, "tokenizer_unsupported", "model.type", 1, "folder's own tokenizer");
+
+    // A character-level BPE (ASCII, ids 0..127, no BOS / EOS) in the model
+    // folder without a chat_template: conversational rows are rendered plain
+    // with a warning; string rows give none.
+    char vocab[4096];
+    size_t o = (size_t)snprintf(vocab, sizeof vocab, "{\"model\":{\"type\":\"BPE\",\"vocab\":{");
+    for (int c = 0; c < 128; c++) {
+        char key[8];
+        if (c == '"' || c == '\\')
+            snprintf(key, sizeof key, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            snprintf(key, sizeof key, "\\u%04x", c);
+        else
+            snprintf(key, sizeof key, "%c", c);
+        o += (size_t)snprintf(vocab + o, sizeof vocab - o, "%s\"%s\":%d", c ? "," : "", key, c);
+    }
+    snprintf(vocab + o, sizeof vocab - o, "},\"merges\":[]}}");
+    CHECK(write_text(root, "models/hf-aid/tokenizer.json", vocab) == 0);
+    CHECK(write_text(root, "models/hf-aid/tokenizer_config.json", "{\"eos_token\": null}") == 0);
+    CHECK(write_text(root, "data/chat.jsonl",
+                     "{\"prompt\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                     "\"chosen\":[{\"role\":\"assistant\",\"content\":\"yes\"}],"
+                     "\"rejected\":[{\"role\":\"assistant\",\"content\":\"no\"}]}\n") == 0);
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-aid\",\"train_file\":\"data/chat.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK_INT_EQ(rep.n_blockers, 0);
+        CHECK_INT_EQ(rep.train_rows, 1);
+        b = find(&rep, 1, "chat_template_fallback", "chat_template");
+        CHECK(b && strstr(b->message, "no chat_template") != NULL);
+        if (rep.n_blockers || !b) dump(&rep);
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-aid\",\"chat_template\":\"zephyr\","
+            "\"train_file\":\"data/chat.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK(rep.n_blockers == 0 && !find(&rep, 1, "chat_template_fallback", NULL));
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+    if (run("{\"method\":\"dpo\",\"model\":\"models/hf-aid\",\"train_file\":\"data/"
+            "pref_text.jsonl\"}",
+            &ropts, &rep, &r) == 0) {
+        CHECK(rep.n_blockers == 0 && !find(&rep, 1, "chat_template_fallback", NULL));
+        if (rep.n_blockers) dump(&rep);
+        recipe_free(&r);
+    } else {
+        CHECK(0);
+    }
+}
+
 static void cleanup(void) {
     char cmd[PATH_MAX + 32];
     // Only our own mkdtemp folder; the name was created by this process.
@@ -512,6 +705,7 @@ int main(void) {
     test_clean();
     test_blockers();
     test_paths();
+    test_hf();
     cleanup();
     return test_summary("preflight");
 }

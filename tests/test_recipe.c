@@ -372,8 +372,8 @@ static void test_errors(void) {
     expect_yaml_error("chat_template: jinja", "invalid_hyperparameter", "chat_template",
                       "\"chatml\"");
     expect_yaml_error("chat_template: 2", "invalid_recipe", "chat_template", "string");
-    expect_json_error("\"output_format\": \"gguf\"", "invalid_hyperparameter",
-                      "output_format", "\"llama2c\", \"hf\"");
+    expect_json_error("\"output_format\": \"gguf\"", "invalid_hyperparameter", "output_format",
+                      "\"llama2c\", \"hf\"");
     expect_json_error("\"output_format\": true", "invalid_recipe", "output_format", "string");
     expect_json_error("\"learningrate\": 1e-5", "invalid_recipe", "learningrate", "learningrate");
     expect_error("recipe:\n  method: dpo\n  model: m\n  train_file: t\n  lr: 1\n", RECIPE_YAML,

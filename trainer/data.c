@@ -475,8 +475,8 @@ static int parse_sft(const cJSON *row, int vocab, RowParts *rp, char *why, size_
         if (strcmp(msg_role(msg_at(messages, n - 1)), "assistant") != 0)
             return BAD("the last message must be the assistant's");
         rp->chat = 1;
-        return render_pair(rp->tpl, messages, 0, n - 1, "messages", messages, n - 1, n,
-                           "messages", &rp->prompt, &rp->chosen, why, why_len, err);
+        return render_pair(rp->tpl, messages, 0, n - 1, "messages", messages, n - 1, n, "messages",
+                           &rp->prompt, &rp->chosen, why, why_len, err);
     }
     if (prompt || completion) {
         if (!prompt || !completion) return BAD("an SFT row needs both prompt and completion");

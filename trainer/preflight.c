@@ -25,6 +25,7 @@
 #include "preflight.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -163,6 +164,60 @@ static int job_ref_valid(const char *s) {
     return 1;
 }
 
+// The files Hugging Face loaders and hf_export's tokenizer copy read from a
+// folder: config.json, the weights (and their index), the tokenizer's files.
+static int loader_file(const char *name) {
+    static const char *const names[] = {
+        "config.json",           "model.safetensors.index.json", "tokenizer.json",
+        "tokenizer_config.json", "special_tokens_map.json",      "vocab.json",
+        "merges.txt",            "tokenizer.model"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    size_t n = strlen(name);
+    return n > 12 && strcmp(name + n - 12, ".safetensors") == 0; // shards
+}
+
+int preflight_folder_confined(const char *root, const char *path, char *bad, size_t bad_len) {
+    char dir[PATH_MAX];
+    struct stat sb;
+    if (bad_len) bad[0] = '\0';
+    if (stat(path, &sb) != 0) return 1; // missing: the loaders report it
+    size_t n = strlen(path);
+    if (S_ISDIR(sb.st_mode)) {
+        if (n >= sizeof dir) return 1;
+        memcpy(dir, path, n + 1);
+    } else if (n > 5 && strcmp(path + n - 5, ".json") == 0) { // tokenizer.json: its siblings
+        const char *slash = strrchr(path, '/');
+        if (!slash || (size_t)(slash - path) >= sizeof dir) return 1;
+        size_t dl = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, dl);
+        dir[dl] = '\0';
+    } else {
+        return 1;
+    }
+    DIR *d = opendir(dir);
+    if (!d) return 1;
+    int ok = 1;
+    struct dirent *de;
+    while (ok && (de = readdir(d)) != NULL) {
+        if (!loader_file(de->d_name)) continue;
+        char p[PATH_MAX], real[PATH_MAX];
+        struct stat lst, rst;
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= sizeof p) continue;
+        if (lstat(p, &lst) != 0) continue;
+        if (S_ISREG(lst.st_mode)) continue;
+        // A symbolic link must stay inside root and lead to a regular file;
+        // anything else (FIFO, device, folder) would block or fail a read.
+        if (S_ISLNK(lst.st_mode) && realpath(p, real) && (!root || path_inside(root, real)) &&
+            stat(real, &rst) == 0 && S_ISREG(rst.st_mode))
+            continue;
+        snprintf(bad, bad_len, "%s", p);
+        ok = 0;
+    }
+    closedir(d);
+    return ok;
+}
+
 typedef struct {
     const char *field;
     char **slot;
@@ -214,6 +269,19 @@ static int check_path(PathField *pf, const char *base, const char *root, Preflig
         preflight_add(rep, 0, pf->is_output ? "invalid_hyperparameter" : "dataset_not_found",
                       pf->field, "point the path at a regular file",
                       "%s \"%s\" is not a regular file or folder", pf->field, p);
+        return 0;
+    }
+    // A Hugging Face folder (or the folder of a tokenizer .json) is read file
+    // by file: each of those files must stay inside the data root as well.
+    char bad[PATH_MAX];
+    int is_dir = st == PATH_OK && stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (st == PATH_OK && !pf->is_output && (is_dir || strcmp(pf->field, "tokenizer") == 0) &&
+        !preflight_folder_confined(root, out, bad, sizeof bad)) {
+        preflight_add(rep, 0, "path_outside_data_root", pf->field,
+                      "copy the files into the folder instead of linking them",
+                      "%s \"%s\": %s is a symbolic link leading outside the data root (or to "
+                      "something that is not a regular file)",
+                      pf->field, p, bad);
         return 0;
     }
     char *copy = strdup(out);
@@ -401,6 +469,15 @@ static int check_data(const Recipe *r, const char *field, const char *path, int 
     *loaded = 0;
     DataScan sc;
     scan_data(path, &sc);
+    if (!tok && sc.first_text_line && is_job_ref(r->model) && !r->tokenizer) {
+        // The dependency may export a Hugging Face folder with its tokenizer;
+        // the worker checks the rows again once the reference is resolved.
+        preflight_add(rep, 1, "estimate_deferred", field, NULL,
+                      "%s line %d has text: it is tokenized with the tokenizer of the model %s "
+                      "produces, checked when that job has finished",
+                      field, sc.first_text_line, r->model + strlen(JOB_REF_PREFIX));
+        return 0;
+    }
     if (!tok && sc.first_text_line) {
         preflight_add(rep, 0, "tokenizer_mismatch", "tokenizer",
                       "set tokenizer: to the model's tokenizer.bin or Hugging Face tokenizer "
@@ -592,13 +669,12 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
     // Output format: a llama2.c checkpoint has no place for rms_norm_eps or
     // rope_theta (run.c assumes 1e-5 and 10000), so it is refused rather
     // than silently changing the model.
-    int model_is_hf = r->model && !is_job_ref(r->model) && pf[PF_MODEL].ok &&
-                      hf_is_model_dir(r->model);
+    int model_is_hf =
+        r->model && !is_job_ref(r->model) && pf[PF_MODEL].ok && hf_is_model_dir(r->model);
     OutputFormat out_fmt = r->output_format != OUTPUT_AUTO ? r->output_format
                            : model_is_hf                   ? OUTPUT_HF
                                                            : OUTPUT_LLAMA2C;
-    if (have_cfg && out_fmt == OUTPUT_LLAMA2C &&
-        (cfg.norm_eps != 1e-5f || cfg.rope_theta != 1e4f))
+    if (have_cfg && out_fmt == OUTPUT_LLAMA2C && (cfg.norm_eps != 1e-5f || cfg.rope_theta != 1e4f))
         preflight_add(rep, 0, "invalid_hyperparameter", "output_format",
                       "set output_format: hf (or leave it out: a Hugging Face model is exported "
                       "as hf by default)",
@@ -699,8 +775,7 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
         }
     } else if (model_is_hf && tok_dir_has_hf(r->model)) {
         tok_path = r->model;
-        if (check_hf_tokenizer(r->model, have_cfg ? cfg.vocab_size : 0, &tok, &vocab, rep, err) <
-            0)
+        if (check_hf_tokenizer(r->model, have_cfg ? cfg.vocab_size : 0, &tok, &vocab, rep, err) < 0)
             goto out;
         tok_ok = tok != NULL;
     } else if (recipe_uses_byte_tokenizer(r)) {
@@ -759,8 +834,8 @@ int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, 
             preflight_add(rep, 0, "dataset_not_found", "eval_file",
                           "check the path, or drop eval_file", "eval_file %s does not exist",
                           r->eval_file);
-        else if (check_data(r, "eval_file", r->eval_file, 1, tok, data_vocab, max_len, &dopt,
-                            &eval, &eval_loaded, rep, err) != 0)
+        else if (check_data(r, "eval_file", r->eval_file, 1, tok, data_vocab, max_len, &dopt, &eval,
+                            &eval_loaded, rep, err) != 0)
             goto out;
     } else if (!r->eval_file) {
         preflight_add(rep, 1, "no_eval_file", "eval_file", NULL,

@@ -48,6 +48,12 @@ typedef struct {
 // and memory. Returns 0 when the checks ran (rep->n_blockers tells the
 // verdict), -1 only on an internal error (allocation).
 int preflight_run(Recipe *r, const PreflightOptions *opt, PreflightReport *rep, BsError *err);
+// For a Hugging Face folder at path (or the folder of a tokenizer .json file):
+// 1 when every file the loaders read there (config.json, *.safetensors and
+// the index, the tokenizer's files) is a regular file or a symbolic link
+// resolving to a regular file inside root (root NULL: anywhere), else 0 with
+// the first offending file's path in bad. Paths of other kinds give 1.
+int preflight_folder_confined(const char *root, const char *path, char *bad, size_t bad_len);
 void preflight_add(PreflightReport *rep, int warning, const char *code, const char *field,
                    const char *hint, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 // JSON of the report: {"ok","blockers","warnings","estimate":{...}}; malloc'd.

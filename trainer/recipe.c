@@ -941,10 +941,10 @@ char *recipe_to_json(const Recipe *r) {
     // Keep these two last: train.c hashes the canonical JSON without them
     // (neither changes the numbers), so checkpoints written before they
     // existed still resume.
-    bad |= add_str(o, "chat_template", (int)r->chat_template >= 0 &&
-                                               r->chat_template <= CHAT_ZEPHYR
-                                           ? chat_names[r->chat_template]
-                                           : "unknown");
+    bad |= add_str(o, "chat_template",
+                   (int)r->chat_template >= 0 && r->chat_template <= CHAT_ZEPHYR
+                       ? chat_names[r->chat_template]
+                       : "unknown");
     bad |= add_str(o, "output_format", recipe_output_format_name(r->output_format));
     if (!bad) out = cJSON_PrintUnformatted(o);
 done:

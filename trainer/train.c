@@ -976,9 +976,9 @@ fail:
 static int load_tokenizer(Trainer *t) {
     const Recipe *r = t->r;
     // The recipe's tokenizer, else the Hugging Face model folder's own.
-    const char *path = r->tokenizer                                          ? r->tokenizer
+    const char *path = r->tokenizer                                 ? r->tokenizer
                        : t->model_is_hf && tok_dir_has_hf(r->model) ? r->model
-                                                                            : NULL;
+                                                                    : NULL;
     if (path) {
         if ((size_t)snprintf(t->tok_path, sizeof t->tok_path, "%s", path) >= sizeof t->tok_path)
             return bs_fail(t->err, "io", "tokenizer", "tokenizer path too long: %s", path);
@@ -1199,7 +1199,7 @@ static int write_final_hf(Trainer *t, const char *final_dir, TrainResult *res) {
     const char *tok_dir = NULL;
     if (t->tok_path[0] && tok_path_is_hf(t->tok_path)) {
         snprintf(src, sizeof src, "%s", t->tok_path); // fits: tok_path has the same size
-        if (!hf_is_model_dir(src)) {                   // a .json file: its folder
+        if (!hf_is_model_dir(src)) {                  // a .json file: its folder
             char *slash = strrchr(src, '/');
             if (!slash)
                 snprintf(src, sizeof src, ".");
@@ -1363,8 +1363,7 @@ int train_run(const Recipe *r, const TrainHooks *hooks, TrainResult *res, BsErro
                 bs_fail(err, "io", "output_dir", "output_dir path too long");
                 goto fail;
             }
-            if (ckpt_write_llama2c(res->final_model, &t->cfg, model_params(t->policy), err) !=
-                0) {
+            if (ckpt_write_llama2c(res->final_model, &t->cfg, model_params(t->policy), err) != 0) {
                 res->final_model[0] = '\0';
                 goto fail;
             }

@@ -38,8 +38,7 @@ typedef struct {
     int stopped;     // 1 when should_stop ended the run early
     int resumed_from; // 0 or the checkpoint step resumed from
     MetricRow last_train, last_eval; // last logged rows (n == 0 when none)
-    char final_model[1024]; // when finished: output_dir/final/model.bin (llama2c) or
-                            // output_dir/final (hf)
+    char final_model[1024]; // output_dir/final/model.bin (llama2c) or output_dir/final (hf)
 } TrainResult;
 
 // Runs (or resumes) the recipe. r->output_dir must be set. BLAS threads are

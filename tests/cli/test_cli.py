@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """test_cli.py — drives the real `brewslm` binary: tokenize, generate, preflight
-and train (the lesson's YAML recipe, resume, bad inputs). Stdlib only; exits
-non-zero on the first failed check. Run from the repo root (meson does)."""
+and train (the lesson's YAML recipe, resume, bad inputs; a Hugging Face folder
+with a chatml tokenizer trained on conversational rows and exported as hf).
+Stdlib only; exits non-zero on the first failed check. Run from the repo root
+(meson does)."""
 import json
 import os
 import shutil
@@ -12,6 +14,9 @@ import tempfile
 BUILD = os.environ.get("BREWSLM_BUILD", "build")
 CLI = os.path.join(BUILD, "brewslm")
 SHARED = "../shared/models"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf"))
+import llama2c_to_hf as conv  # noqa: E402
+
 failures = 0
 
 
@@ -41,6 +46,80 @@ def write_prefs(path, n, seed):
             f.write(json.dumps({"prompt": f"Tell me about the {w}.",
                                 "chosen": f" The {w} is lovely.",
                                 "rejected": f" No. {w}!"}) + "\n")
+
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+          "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def hf_chatml(tmp):
+    """`brewslm train` on a Hugging Face folder (stories260K, GQA) whose own
+    tokenizer is byte-level with <|im_start|> / <|im_end|> added (ids 256, 257:
+    fewer ids than the model's 512), no BOS, EOS <|im_end|> and a ChatML
+    chat_template: conversational rows go through chatml (auto-detected) and
+    the run exports final/ as a Hugging Face folder (output_format: hf)."""
+    model = os.path.join(tmp, "data", "stories-hf")
+    conv.convert(f"{SHARED}/stories260K.bin", model)
+    conv.bytelevel_tokenizer(model, added=("<|im_start|>", "<|im_end|>"),
+                             eos_token="<|im_end|>", chat_template=CHATML)
+    rng_words = ["sky", "cat", "sea", "moon"]
+    with open(os.path.join(tmp, "data", "chat.jsonl"), "w") as f:
+        for i in range(8):
+            w = rng_words[i % 4]
+            f.write(json.dumps({
+                "prompt": [{"role": "user", "content": f"Name the {w}."}],
+                "chosen": [{"role": "assistant", "content": f"The {w}."}],
+                "rejected": [{"role": "assistant", "content": "No."}]}) + "\n")
+    with open(os.path.join(tmp, "hf.yaml"), "w") as f:
+        f.write("method: dpo\nmodel: data/stories-hf\ntrain_file: data/chat.jsonl\n"
+                "output_format: hf\nmax_steps: 3\nlogging_steps: 1\n"
+                "per_device_train_batch_size: 4\nlearning_rate: 0.001\nmax_length: 96\n"
+                "save_steps: 0\n")
+    rc, out, err = run("preflight", "hf.yaml", cwd=tmp)
+    rep = json.loads(out) if out.strip() else {}
+    check(rc == 0 and rep.get("ok") is True and rep["estimate"]["train_rows"] == 8
+          and not any(w["field"] == "chat_template" for w in rep["warnings"]),
+          f"HF folder preflight ok, chatml recognised: {out.strip()[:300]}")
+    rc, out, err = run("train", "hf.yaml", "--output-dir", "hf-out", cwd=tmp)
+    check(rc == 0 and "chatml chat template" in err, f"HF train exit {rc}: {err[-400:]}")
+    final = os.path.join(tmp, "hf-out", "final")
+    check(f"done: {final}" in err, "the CLI names the final folder")
+    check(all(os.path.isfile(os.path.join(final, n)) for n in
+              ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"))
+          and not os.path.exists(os.path.join(final, "model.bin")),
+          f"final/ is a Hugging Face folder: {sorted(os.listdir(final)) if os.path.isdir(final) else None}")
+    # The export's own tokenizer: no BOS, the added tokens recognised.
+    rc, out, err = run("tokenize", "--tokenizer", final, "<|im_start|>hi")
+    check(rc == 0 and json.loads(out) == [256, ord("h"), ord("i")],
+          f"tokenize with the exported folder: {out.strip()} {err.strip()}")
+    prompt = "<|im_start|>user\nName the cat.<|im_end|>\n<|im_start|>assistant\n"
+    rc, out, err = run("generate", "--model", final, "--prompt", prompt, "--temperature", "0",
+                       "--max-new-tokens", "12", "--ids")
+    o = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and o["prompt_ids"][0] == 256 and 257 not in o["ids"]
+          and 1 <= len(o["ids"]) <= 12,
+          f"generate on the exported folder stops before <|im_end|>: {out.strip()} {err[-200:]}")
+    # llama2c cannot be asked for a model it cannot carry: stories' own
+    # config.json has rms_norm_eps 1e-05, so 1e-06 is set here.
+    with open(os.path.join(model, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["rms_norm_eps"] = 1e-06
+    with open(os.path.join(model, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with open(os.path.join(tmp, "hf-bin.yaml"), "w") as f:
+        f.write(open(os.path.join(tmp, "hf.yaml")).read().replace("output_format: hf",
+                                                                   "output_format: llama2c"))
+    rc, out, err = run("preflight", "hf-bin.yaml", cwd=tmp)
+    rep = json.loads(out) if out.strip() else {}
+    check(rc == 3 and [(b["code"], b["field"]) for b in rep.get("blockers", [])]
+          == [("invalid_hyperparameter", "output_format")],
+          f"output_format llama2c refused for rms_norm_eps 1e-06: {out.strip()[:300]}")
+    rc, out, err = run("train", "hf-bin.yaml", "--output-dir", "hf-bin", "--no-preflight",
+                       cwd=tmp)
+    check(rc == 1 and "output_format" in err
+          and not os.path.exists(os.path.join(tmp, "hf-bin", "final")),
+          f"the trainer refuses it too, before training: {err[-200:]}")
 
 
 def main():
@@ -140,6 +219,8 @@ save_steps: 4
         rep = json.loads(out) if out.strip() else {}
         msgs = [b["message"] for b in rep.get("blockers", []) if b["code"] == "dataset_schema"]
         check(rc == 3 and msgs and "line 2" in msgs[0], f"bad JSONL line reported: {msgs}")
+
+        hf_chatml(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"cli: {failures} failed")
