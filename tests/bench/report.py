@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""report.py - combines the raw lines of tests/bench/run.sh into one JSON document
+and a Markdown table (issue 5): step times of the C trainer and eager PyTorch,
+speed-up, tokens/s, GFLOP/s and model-FLOPs utilisation against the measured
+cblas_sgemm peak, peak RSS against the theoretical minimum, thread and
+sequence-length scaling, OpenBLAS core-type effect, and the issue's targets.
+
+  report.py RAW.jsonl OUT.json OUT.md
+"""
+import json
+import sys
+
+MIB = 1024.0 * 1024.0
+AGREE_TOL = 1e-3  # relative, first-step loss / log-probs / grad norm
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def first_step_diff(x, y):
+    fx, fy = x["first_step"], y["first_step"]
+    return max(rel(fx[k], fy[k]) for k in ("loss", "grad_norm", "logps_chosen", "logps_rejected"))
+
+
+def main():
+    raw, out_json, out_md = sys.argv[1:4]
+    rows = [json.loads(line) for line in open(raw) if line.strip()]
+    meta = next(r for r in rows if r["tag"] == "meta")
+    end = next((r for r in rows if r["tag"] == "meta_end"), {})
+    ct = meta["coretype"]
+    peaks = {}  # (coretype, threads) -> peak GFLOP/s (wall)
+    peaks_cpu = {}  # (coretype, threads) -> peak GFLOP per CPU-second
+    sgemm = {}
+    for r in rows:
+        if r["tag"] == "sgemm":
+            for t in r["result"]["results"]:
+                peaks[(r["coretype"], t["threads"])] = t["peak_gflops"]
+                peaks_cpu[(r["coretype"], t["threads"])] = t["peak_gflops_per_cpu_s"]
+                sgemm[f'{r["coretype"]}/{t["threads"]}'] = t
+    peak2 = peaks.get((ct, 2)) or max(v for (c, _), v in peaks.items() if c == ct)
+    core_peak = peaks_cpu.get((ct, 1)) or max(peaks_cpu.values())
+
+    main_rows = [r["result"] for r in rows if r["tag"] == "main"]
+
+    def best(impl, shape, method):
+        c = [x for x in main_rows if x["impl"] == impl and x["shape"] == shape and
+             x["method"] == method]
+        return min(c, key=lambda x: x["step_median_s"]) if c else None
+
+    shapes = [s for s in ("S", "M", "L") if any(x["shape"] == s for x in main_rows)]
+    methods = ["dpo", "dpo_pre", "sft", "orpo"]
+    table = []
+    for s in shapes:
+        for m in methods:
+            c, t = best("c", s, m), best("torch", s, m)
+            if not c:
+                continue
+            e = {"shape": s, "method": m, "c_threads": c["threads"],
+                 "c_step_s": c["step_median_s"], "c_steps": c["steps"],
+                 "c_step_min_s": c["step_min_s"], "c_cpu_s": c["cpu_median_s"],
+                 "tokens": c["tokens"], "tokens_per_s": c["tokens_per_s"],
+                 "gflops": c["gflops"], "mfu_vs_2thread_peak": c["gflops"] / peak2,
+                 "mfu_vs_peak_at_threads": c["gflops"] / peaks.get((ct, c["threads"]), peak2),
+                 "gflops_per_cpu_s": c["flops_per_step"] / c["cpu_median_s"] / 1e9,
+                 "mfu_per_core_cpu": c["flops_per_step"] / c["cpu_median_s"] / 1e9 / core_peak,
+                 "phase_s": c["phase_median_s"], "precompute_ref_s": c["precompute_ref_s"],
+                 "peak_rss_mib": c["peak_rss_kb"] / 1024.0,
+                 "step_peak_rss_mib": c["step_peak_rss_kb"] / 1024.0,
+                 "min_mib": c["min_bytes"]["total"] / MIB,
+                 "rss_over_min": c["step_peak_rss_kb"] * 1024.0 / c["min_bytes"]["total"],
+                 "min_bytes": c["min_bytes"], "rss_base_mib": c["rss_base_kb"] / 1024.0}
+            if t:
+                e.update({"torch_threads": t["threads"], "torch_step_s": t["step_median_s"],
+                          "torch_steps": t["steps"],
+                          "ours_over_torch": c["step_median_s"] / t["step_median_s"],
+                          "speedup_vs_torch": t["step_median_s"] / c["step_median_s"],
+                          "cpu_speedup_vs_torch": t["cpu_median_s"] / c["cpu_median_s"],
+                          "torch_step_min_s": t["step_min_s"],
+                          "torch_peak_rss_mib": t["peak_rss_kb"] / 1024.0,
+                          "torch_rss_base_mib": t["rss_base_kb"] / 1024.0,
+                          "first_step_rel_diff": first_step_diff(c, t)})
+            table.append(e)
+
+    threads = []
+    for s in shapes:
+        for impl in ("c", "torch"):
+            for x in main_rows:
+                if x["impl"] == impl and x["shape"] == s and x["method"] == "dpo":
+                    threads.append({"shape": s, "impl": impl, "threads": x["threads"],
+                                    "step_s": x["step_median_s"], "cpu_s": x["cpu_median_s"]})
+
+    seq = []
+    for r in rows:
+        if r["tag"] == "seqscale":
+            x = r["result"]
+            seq.append({"seq": x["seq"], "pairs": x["pairs"], "tokens": x["tokens"],
+                        "threads": x["threads"], "step_s": x["step_median_s"],
+                        "cpu_s": x["cpu_median_s"],
+                        "us_per_token": 1e6 * x["step_median_s"] / x["tokens"],
+                        "cpu_us_per_token": 1e6 * x["cpu_median_s"] / x["tokens"],
+                        "gflops": x["gflops"]})
+    for e in seq:
+        e["per_token_vs_first"] = e["us_per_token"] / seq[0]["us_per_token"]
+        e["cpu_per_token_vs_first"] = e["cpu_us_per_token"] / seq[0]["cpu_us_per_token"]
+
+    core = []
+    cores = [r for r in rows if r["tag"] == "coretype"]
+    for r in cores:
+        x = r["result"]
+        if r["coretype"] != "default":
+            continue
+        # The same shape/method/impl with the chosen core type, from any tag.
+        ref = [q for q in rows if q["tag"] in ("main", "coretype") and q["coretype"] == ct and
+               q["result"].get("impl") == x["impl"] and q["result"].get("shape") == x["shape"] and
+               q["result"].get("method") == x["method"] and
+               q["result"].get("threads") == x["threads"]]
+        if not ref:
+            continue
+        y = ref[-1]["result"]
+        core.append({"impl": x["impl"], "shape": x["shape"], "method": x["method"],
+                     "threads": x["threads"], "default_blas": x.get("blas", ""),
+                     "default_step_s": x["step_median_s"], "coretype_step_s": y["step_median_s"],
+                     "speedup": x["step_median_s"] / y["step_median_s"],
+                     "cpu_speedup": x["cpu_median_s"] / y["cpu_median_s"],
+                     "first_step_rel_diff": first_step_diff(x, y),
+                     "default_loss": x["first_step"]["loss"],
+                     "coretype_loss": y["first_step"]["loss"],
+                     "default_grad_norm": x["first_step"]["grad_norm"],
+                     "coretype_grad_norm": y["first_step"]["grad_norm"]})
+
+    def get(s, m):
+        return next((e for e in table if e["shape"] == s and e["method"] == m), None)
+
+    targets = []
+    for s in shapes:
+        d, p = get(s, "dpo"), get(s, "dpo_pre")
+        want = 5.0 if s == "S" else 2.0
+        if d and "speedup_vs_torch" in d:
+            targets.append({"target": f"{s}: DPO step >= {want}x faster than PyTorch (CPU-time "
+                                      f"ratio {d['cpu_speedup_vs_torch']:.2f})",
+                            "value": round(d["speedup_vs_torch"], 3),
+                            "met": d["speedup_vs_torch"] >= want})
+        if d and s != "S":
+            targets.append({"target": f"{s}: DPO MFU >= 60% of the 2-thread sgemm peak (per-core "
+                                      f"MFU by CPU time {d['mfu_per_core_cpu']:.2f})",
+                            "value": round(d["mfu_vs_2thread_peak"], 3),
+                            "met": d["mfu_vs_2thread_peak"] >= 0.6})
+        for m in methods:
+            e = get(s, m)
+            if e:
+                targets.append({"target": f"{s} {m}: step-phase peak RSS <= 1.3x minimum",
+                                "value": round(e["rss_over_min"], 3),
+                                "met": e["rss_over_min"] <= 1.3})
+        d_same = next((x for x in main_rows if x["impl"] == "c" and x["shape"] == s and
+                       x["method"] == "dpo" and p and x["threads"] == p["c_threads"]), None)
+        if d_same and p:
+            sp = d_same["step_median_s"] / p["c_step_s"]
+            spc = d_same["cpu_median_s"] / p["c_cpu_s"]
+            targets.append({"target": f"{s}: DPO with precomputed reference >= 1.25x faster "
+                                      f"per step ({p['c_threads']} thread; CPU-time ratio "
+                                      f"{spc:.2f})",
+                            "value": round(sp, 3), "met": sp >= 1.25})
+            # The reference is freed after precompute: the step phase must be
+            # at least its weights lighter than DPO's.
+            drop = (d["step_peak_rss_mib"] - p["step_peak_rss_mib"]) / (
+                d["min_bytes"]["reference"] / MIB)
+            targets.append({"target": f"{s}: no reference weights resident with precompute "
+                                      "(step RSS drop / reference size >= 0.9)",
+                            "value": round(drop, 3), "met": drop >= 0.9})
+
+    agree = [e["first_step_rel_diff"] for e in table if "first_step_rel_diff" in e]
+    agree += [c["first_step_rel_diff"] for c in core]
+    doc = {"meta": meta, "loadavg_end": end.get("loadavg_end"), "sgemm": sgemm,
+           "peak_gflops": {f"{c}/{t}": v for (c, t), v in peaks.items()},
+           "peak_gflops_per_cpu_s": {f"{c}/{t}": v for (c, t), v in peaks_cpu.items()},
+           "table": table, "threads": threads, "seq_scaling": seq, "coretype": core,
+           "targets": targets, "max_first_step_rel_diff": max(agree) if agree else None,
+           "all_agree": all(a < AGREE_TOL for a in agree)}
+    with open(out_json, "w") as f:
+        json.dump(doc, f, indent=1)
+
+    L = []
+    L.append(f"# brewslm training-step benchmark {meta['date']}\n")
+    L.append(f"Machine: {meta['cores']} cores, {meta['cpu']}, kernel {meta['kernel']}; "
+             f"BLAS: {meta['blas']}; torch {meta['torch']}; mode {meta['mode']}; "
+             f"load average {meta['loadavg_start']} at start, {end.get('loadavg_end')} at end "
+             "(the machine was shared: times are noisy).\n")
+    L.append("sgemm peak (max over square and training shapes), GFLOP/s wall / per CPU-s: " +
+             ", ".join(f"{c} {t} thr {v:.1f} / {peaks_cpu[(c, t)]:.1f}"
+                       for (c, t), v in sorted(peaks.items())) + "\n")
+    L.append("| shape | method | ours s/step (thr) | torch s/step (thr) | ours/torch | speed-up |"
+             " speed-up by CPU s | tok/s | GFLOP/s | MFU vs 2-thr peak | GFLOP/CPU-s |"
+             " per-core MFU (CPU) | peak RSS MiB (step) | min MiB | RSS/min | torch RSS MiB |"
+             " 1st-step rel diff |")
+    L.append("|" + "---|" * 17)
+    for e in table:
+        ts = f"{e['torch_step_s']:.4f} ({e['torch_threads']})" if "torch_step_s" in e else "-"
+        L.append(
+            f"| {e['shape']} | {e['method']} | {e['c_step_s']:.4f} ({e['c_threads']}) | {ts} | "
+            f"{e.get('ours_over_torch', float('nan')):.3f} | "
+            f"{e.get('speedup_vs_torch', float('nan')):.2f}x | "
+            f"{e.get('cpu_speedup_vs_torch', float('nan')):.2f}x | {e['tokens_per_s']:.0f} | "
+            f"{e['gflops']:.1f} | {100 * e['mfu_vs_2thread_peak']:.1f}% | "
+            f"{e['gflops_per_cpu_s']:.1f} | {100 * e['mfu_per_core_cpu']:.1f}% | "
+            f"{e['peak_rss_mib']:.1f} ({e['step_peak_rss_mib']:.1f}) | {e['min_mib']:.1f} | "
+            f"{e['rss_over_min']:.2f} | {e.get('torch_peak_rss_mib', float('nan')):.0f} | "
+            f"{e.get('first_step_rel_diff', float('nan')):.1e} |")
+    L.append("\nPhases of our step (median s): " + "; ".join(
+        f"{e['shape']} {e['method']}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                    e["phase_s"].items() if v > 0)
+        for e in table if e["method"] in ("dpo", "dpo_pre")) + "\n")
+    L.append("Thread scaling, DPO (s/step): " + "; ".join(
+        f"{x['shape']} {x['impl']} {x['threads']} thr {x['step_s']:.4f} (CPU {x['cpu_s']:.4f})"
+        for x in threads) + "\n")
+    if seq:
+        L.append("Sequence length, M DPO, 2048 tokens/step: " + "; ".join(
+            f"T={x['seq']} ({x['pairs']} pairs) {x['step_s']:.3f} s, {x['us_per_token']:.0f} "
+            f"us/token (x{x['per_token_vs_first']:.2f}; CPU {x['cpu_us_per_token']:.0f} us/token, "
+            f"x{x['cpu_per_token_vs_first']:.2f})" for x in seq) + "\n")
+    if core:
+        L.append("OpenBLAS default core detection vs " + ct + ": " + "; ".join(
+            f"{x['impl']} {x['shape']} {x['method']}: {x['default_step_s']:.4f} s vs "
+            f"{x['coretype_step_s']:.4f} s ({x['speedup']:.2f}x; by CPU time "
+            f"{x['cpu_speedup']:.2f}x), first-step rel diff "
+            f"{x['first_step_rel_diff']:.1e}" for x in core) + "\n")
+    L.append("Targets (issue 5):\n")
+    for t in targets:
+        L.append(f"- {'MET' if t['met'] else 'not met'}: {t['target']}: {t['value']}")
+    L.append(f"\nFirst-step agreement (C vs torch, core types): max rel diff "
+             f"{doc['max_first_step_rel_diff']:.1e} ({'ok' if doc['all_agree'] else 'MISMATCH'})")
+    text = "\n".join(L) + "\n"
+    with open(out_md, "w") as f:
+        f.write(text)
+    print(text)
+    return 0 if doc["all_agree"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
