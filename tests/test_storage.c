@@ -235,8 +235,9 @@ static void test_jobs(Db *db, const char *path) {
         pages++;
         const cJSON *it;
         cJSON_ArrayForEach(it, arr) {
-            CHECK(seen < 7 && strcmp(jstr(it, "id"), order[seen]) == 0);
-            snprintf(after, sizeof after, "%s", jstr(it, "id"));
+            const char *id = jstr(it, "id");
+            CHECK(id && seen < 7 && strcmp(id, order[seen]) == 0);
+            snprintf(after, sizeof after, "%s", id ? id : "");
             seen++;
         }
         CHECK_INT_EQ(has_more, seen < 7);

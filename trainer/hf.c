@@ -159,7 +159,7 @@ static int parse_config(const cJSON *root, const char *where, ModelConfig *cfg, 
                                "is supported");
         rp_theta = field(rp, "rope_theta");
     }
-    int flag;
+    int flag = 0;
     if (get_bool(root, "attention_bias", where, 0, &flag, err) != 0) return -1;
     if (flag)
         return unsupported(err, where, "attention_bias",
@@ -179,7 +179,7 @@ static int parse_config(const cJSON *root, const char *where, ModelConfig *cfg, 
         return unsupported(err, where, "quantization_config",
                            "quantized weights are not supported");
 
-    int D, H, L, NH, NKV, V, S, tie;
+    int D = 0, H = 0, L = 0, NH = 0, NKV = 0, V = 0, S = 0, tie = 0;
     if (get_int(root, "hidden_size", where, 1, 0, 1, &D, err) != 0 ||
         get_int(root, "intermediate_size", where, 1, 0, 1, &H, err) != 0 ||
         get_int(root, "num_hidden_layers", where, 1, 0, 1, &L, err) != 0 ||
@@ -202,7 +202,7 @@ static int parse_config(const cJSON *root, const char *where, ModelConfig *cfg, 
     if (mistral) {
         // MistralConfig defaults sliding_window to 4096; a window covering every
         // position is plain causal attention.
-        int sw;
+        int sw = 0;
         if (get_int(root, "sliding_window", where, 0, 4096, 1, &sw, err) != 0) return -1;
         if (!cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "sliding_window")) && sw < S)
             return bs_fail(err, "model_unsupported", "sliding_window",

@@ -2207,7 +2207,7 @@ static int load_tokenizer_json(HfTok *h, const char *path, const char *dir, BsEr
         parse_normalizer(h, item(root, "normalizer"), "normalizer", err) != 0)
         goto done;
     for (const cJSON *c = added ? added->child : NULL; c; c = c->next) {
-        int special, normalized, lstrip, rstrip, single_word;
+        int special = 0, normalized = 1, lstrip = 0, rstrip = 0, single_word = 0;
         get_int(item(c, "id"), 0, HF_MAX_VOCAB - 1, &id);
         if (get_bool(c, "special", 0, "added_tokens", &special, err) != 0 ||
             get_bool(c, "normalized", 1, "added_tokens", &normalized, err) != 0 ||
