@@ -1,9 +1,11 @@
 // test_train_learning.c — training learns. A synthetic preference task the
 // test generates itself (pre-tokenized, vocabulary 64): the prompt is 6 random
 // "content" tokens (3..31); the chosen completion is a deterministic function
-// of the prompt in a "good" set (first token 32 + last prompt token % 16, then
-// counting up mod 16); the rejected completion is 6 random tokens of a "bad"
-// set (48..63). A held-out eval file uses other prompts.
+// of the prompt (first token 32 + last prompt token, then counting up mod 32);
+// the rejected completion is 6 random tokens of the same set (32..63). Chosen
+// and rejected tokens have the same distribution, so an untrained model ranks
+// about half of the pairs right, and only learning the rule beats that.
+// A held-out eval file uses other prompts.
 //
 // A tiny model_init model (dim 32, 2 layers, 4 heads) is trained with DPO,
 // ORPO and SFT through train_run, and the before/after numbers are measured
@@ -50,11 +52,11 @@ static uint32_t rnd(void) {
 static void make_pair(Pair *p) {
     for (int i = 0; i < NP; i++)
         p->prompt[i] = 3 + (int)(rnd() % 29);
-    int c = p->prompt[NP - 1] % 16;
+    int c = p->prompt[NP - 1];
     for (int i = 0; i < NC; i++)
-        p->chosen[i] = 32 + (c + i) % 16;
+        p->chosen[i] = 32 + (c + i) % 32;
     for (int i = 0; i < NC; i++)
-        p->rejected[i] = 48 + (int)(rnd() % 16);
+        p->rejected[i] = 32 + (int)(rnd() % 32);
 }
 
 static void put_ids(FILE *f, const char *key, const int *ids, int n) {
@@ -228,7 +230,7 @@ static void test_dpo(Model *start) {
            acc_before, acc, margin, get(&res.last_eval, "eval_loss"),
            get(&rows.first_train, "loss"), rows.first_train.step, get(&rows.last_train, "loss"),
            rows.last_train.step);
-    CHECK_MSG(acc_before > 0.2 && acc_before < 0.8, "start model already ranks %.3f", acc_before);
+    CHECK_MSG(acc_before > 0.3 && acc_before < 0.7, "start model already ranks %.3f", acc_before);
     CHECK_MSG(acc >= 0.9, "DPO eval_rewards/accuracies %.3f < 0.9", acc);
     CHECK(margin > 0);
 
@@ -276,7 +278,7 @@ static void test_orpo(Model *start) {
            "eval_log_odds_ratio %.4f\n",
            acc_before, acc, get(&res.last_eval, "eval_rewards/margins"),
            get(&res.last_eval, "eval_nll_loss"), get(&res.last_eval, "eval_log_odds_ratio"));
-    CHECK_MSG(acc_before > 0.2 && acc_before < 0.8, "start model already ranks %.3f", acc_before);
+    CHECK_MSG(acc_before > 0.3 && acc_before < 0.7, "start model already ranks %.3f", acc_before);
     CHECK_MSG(acc >= 0.9, "ORPO eval_rewards/accuracies %.3f < 0.9", acc);
 
     Model *fin = load_final(out);
