@@ -807,7 +807,7 @@ static void test_layout_and_init(void) {
     CHECK_INT_EQ(off, P);
     CHECK_INT_EQ(model_param_ranges(&c, r, 3), 3);
 
-    Model *a, *b;
+    Model *a = NULL, *b = NULL;
     CHECK(model_create(&a, &c, 0, &err) == 0 && model_create(&b, &c, 0, &err) == 0);
     ModelTensors t;
     model_tensors(&t, model_params(a), &c);
