@@ -16,7 +16,7 @@ packages=(
     # the dashboard's charts, served from the system path
     libjs-chart.js
     # tests: HTTP clients, database shell, end-to-end scripts, browser, load, fuzzing
-    curl sqlite3 python3 chromium wrk clang
+    curl sqlite3 python3 chromium wrk clang libclang-rt-14-dev
 )
 if [ "${BREWSLM_SETUP_TORCH:-0}" = 1 ]; then
     packages+=(python3-torch python3-numpy)
