@@ -8,10 +8,16 @@
 // without a " " piece byte-encodes the dummy prefix instead of emitting -1,
 // and duplicate pieces resolve to the lowest id instead of whichever bsearch
 // happens to hit.
+//
+// Same ids, other means: pieces are found through a hash map rather than
+// bsearch, and merges come from a heap rather than a rescan of every pair per
+// merge (merge_pairs), so encoding is O(n log n) in the text length where
+// run.c's is O(n^2).
 #include "tok.h"
 
 #include "hftok.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -31,11 +37,6 @@
 
 enum { TOK_KIND_LLAMA2C = 1, TOK_KIND_BYTES = 2, TOK_KIND_HF = 3 };
 
-typedef struct {
-    const char *str;
-    int id;
-} TokenIndex;
-
 struct Tokenizer {
     int kind;
     int vocab_size;
@@ -43,7 +44,8 @@ struct Tokenizer {
     char **vocab;              // (V) NUL-terminated pieces pointing into arena
     int *vocab_len;            // (V) strlen of each piece
     float *scores;             // (V) merge priority, higher merges first
-    TokenIndex *sorted;        // (V) by (strcmp, id) for bsearch
+    int *slots;                // (slot_mask + 1) piece id or -1: open-addressing hash map
+    size_t slot_mask;          // slot count - 1, a power of two past 2 V
     char *arena;               // storage of all pieces
     char byte_pieces[256 * 2]; // "b\0" for each byte value, as run.c
     HfTok *hf;                 // Hugging Face tokenizer (TOK_KIND_HF)
@@ -56,25 +58,49 @@ static void init_byte_pieces(Tokenizer *t) {
     }
 }
 
-static int compare_tokens(const void *a, const void *b) {
-    const TokenIndex *x = a, *y = b;
-    int c = strcmp(x->str, y->str);
-    if (c != 0) return c;
-    return (x->id > y->id) - (x->id < y->id);
+// FNV-1a: the map is probed on every codepoint and every merge candidate,
+// where bsearch's ~15 strcmp per lookup dominated encoding.
+static size_t hash_bytes(const char *s, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return (size_t)h;
 }
 
-static int compare_str(const void *key, const void *elem) {
-    return strcmp((const char *)key, ((const TokenIndex *)elem)->str);
+// Fills the piece -> id map; ids go in ascending order and a string already
+// present keeps its slot, so duplicates resolve to the lowest id.
+static int build_map(Tokenizer *t) {
+    // at most 4 V slots, so neither the doubling nor the byte count overflows
+    if ((size_t)t->vocab_size > SIZE_MAX / 4 / sizeof *t->slots) return -1;
+    size_t cap = 16;
+    while (cap < (size_t)t->vocab_size * 2)
+        cap *= 2;
+    t->slots = malloc(cap * sizeof *t->slots);
+    if (!t->slots) return -1;
+    t->slot_mask = cap - 1;
+    for (size_t i = 0; i < cap; i++)
+        t->slots[i] = -1;
+    for (int id = 0; id < t->vocab_size; id++) {
+        size_t len = (size_t)t->vocab_len[id];
+        size_t h = hash_bytes(t->vocab[id], len) & t->slot_mask;
+        for (; t->slots[h] != -1; h = (h + 1) & t->slot_mask) {
+            int o = t->slots[h];
+            if ((size_t)t->vocab_len[o] == len && memcmp(t->vocab[o], t->vocab[id], len) == 0)
+                break;
+        }
+        if (t->slots[h] == -1) t->slots[h] = id;
+    }
+    return 0;
 }
 
-// Returns the lowest id whose piece equals str, or -1.
-static int str_lookup(const Tokenizer *t, const char *str) {
-    const TokenIndex *res =
-        bsearch(str, t->sorted, (size_t)t->vocab_size, sizeof(TokenIndex), compare_str);
-    if (!res) return -1;
-    while (res > t->sorted && strcmp(res[-1].str, str) == 0)
-        res--;
-    return res->id;
+// Returns the lowest id whose piece is the len bytes at str, or -1.
+static int str_lookup(const Tokenizer *t, const char *str, size_t len) {
+    for (size_t h = hash_bytes(str, len) & t->slot_mask; t->slots[h] != -1;
+         h = (h + 1) & t->slot_mask) {
+        int id = t->slots[h];
+        if ((size_t)t->vocab_len[id] == len && memcmp(t->vocab[id], str, len) == 0) return id;
+    }
+    return -1;
 }
 
 static uint32_t rd_u32(const unsigned char *p) {
@@ -214,10 +240,9 @@ int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError 
     t->vocab = malloc(v * sizeof *t->vocab);
     t->vocab_len = malloc(v * sizeof *t->vocab_len);
     t->scores = malloc(v * sizeof *t->scores);
-    t->sorted = malloc(v * sizeof *t->sorted);
     // Each entry takes 8 + len bytes in the file and len + 1 in the arena.
     t->arena = malloc(size ? size : 1);
-    if (!t->vocab || !t->vocab_len || !t->scores || !t->sorted || !t->arena) {
+    if (!t->vocab || !t->vocab_len || !t->scores || !t->arena) {
         bs_fail(err, "out_of_memory", path, "cannot allocate a %d-entry vocabulary", vocab_size);
         goto fail;
     }
@@ -228,11 +253,11 @@ int tok_load_llama2c(Tokenizer **out, const char *path, int vocab_size, BsError 
                 "tokenizer %s holds %d entries, expected vocab_size %d", path, count, vocab_size);
         goto fail;
     }
-    for (int i = 0; i < vocab_size; i++) {
-        t->sorted[i].str = t->vocab[i];
-        t->sorted[i].id = i;
+    if (build_map(t) != 0) {
+        bs_fail(err, "out_of_memory", path, "cannot allocate the piece map of %d entries",
+                vocab_size);
+        goto fail;
     }
-    qsort(t->sorted, v, sizeof(TokenIndex), compare_tokens);
     free(buf);
     *out = t;
     return 0;
@@ -316,7 +341,7 @@ void tok_free(Tokenizer *t) {
     free(t->vocab);
     free(t->vocab_len);
     free(t->scores);
-    free(t->sorted);
+    free(t->slots);
     free(t->arena);
     free(t);
 }
@@ -362,29 +387,150 @@ static int encode_hf(const Tokenizer *t, const char *text, int add_bos, int add_
     return 0;
 }
 
-// The id of the merged pair (a, b), or -1; buf holds 2 * max_token_length + 3.
+// The id of the merged pair (a, b), or -1; buf holds 2 * max_token_length bytes.
 static int pair_lookup(const Tokenizer *t, int a, int b, char *buf) {
     memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
     memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
-    buf[t->vocab_len[a] + t->vocab_len[b]] = '\0';
-    return str_lookup(t, buf);
+    return str_lookup(t, buf, (size_t)t->vocab_len[a] + (size_t)t->vocab_len[b]);
 }
 
-// run.c encode(): the merge loop there rebuilds every adjacent pair on each
-// pass; caching each pair's merge id keeps its exact choice (highest score
-// above -1e10, leftmost on ties) while making a pass O(n) integer work.
+// A merge candidate: symbols left and right (adjacent when pushed) would
+// become id. The version stamps tell a stale candidate, one whose symbols
+// changed or died after it was pushed, from a live one.
+typedef struct {
+    float score;
+    int left, right, id;
+    unsigned left_ver, right_ver;
+} MergeCand;
+
+// The symbols of the merge loop: a doubly linked list over tokens[], where
+// the left symbol of a merge takes the merged id and the right one dies.
+typedef struct {
+    int *tokens;
+    int *prev, *next; // -1 at the ends
+    unsigned *ver;    // bumped whenever a symbol changes id or dies
+    MergeCand *heap;
+    size_t heap_n;
+} MergeState;
+
+// run.c's choice: the highest score, then the leftmost pair. Symbols keep
+// their index in tokens[] for life and the list keeps index order, so index
+// order is position order.
+static int cand_before(const MergeCand *a, const MergeCand *b) {
+    if (a->score != b->score) return a->score > b->score;
+    return a->left < b->left;
+}
+
+static void heap_sift_down(MergeCand *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cand_before(&h[l], &h[m])) m = l;
+        if (r < n && cand_before(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        MergeCand tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
+        i = m;
+    }
+}
+
+static void heap_sift_up(MergeCand *h, size_t i) {
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_before(&h[i], &h[p])) return;
+        MergeCand tmp = h[i];
+        h[i] = h[p];
+        h[p] = tmp;
+        i = p;
+    }
+}
+
+// Pushes the candidate for the pair (left, right) when run.c would ever
+// merge it: its piece exists with a score above run.c's -1e10 floor. The heap
+// has room for every push (see merge_pairs), so this cannot fail.
+static void cand_push(const Tokenizer *t, MergeState *s, int left, int right, char *buf) {
+    int id = pair_lookup(t, s->tokens[left], s->tokens[right], buf);
+    if (id == -1 || !(t->scores[id] > -1e10f)) return;
+    s->heap[s->heap_n] = (MergeCand){t->scores[id], left, right, id, s->ver[left], s->ver[right]};
+    heap_sift_up(s->heap, s->heap_n++);
+}
+
+// run.c encode() merges, on each pass, the adjacent pair with the highest
+// score (above -1e10, leftmost on ties) until none is left; a pass there is a
+// scan of every pair, so the loop is quadratic in the text length. Here the
+// same choice comes from a max-heap of candidates keyed (score desc, position
+// asc) over a linked list of symbols, with stale candidates skipped when
+// popped: each merge is O(log n) and the ids are run.c's, merge for merge.
+static int merge_pairs(const Tokenizer *t, int *tokens, int *n_tokens, char *buf, BsError *err) {
+    int n = *n_tokens;
+    if (n < 2) return 0;
+    int rc = -1;
+    MergeState s = {.tokens = tokens};
+    // n - 1 initial candidates and at most 2 per merge, of which there are at
+    // most n - 1: 3n bounds the heap.
+    size_t un = (size_t)n;
+    if (un > SIZE_MAX / 3 / sizeof(MergeCand))
+        return bs_fail(err, "invalid_argument", "text", "text of %d tokens is too long", n);
+    s.prev = malloc(un * sizeof *s.prev);
+    s.next = malloc(un * sizeof *s.next);
+    s.ver = calloc(un, sizeof *s.ver);
+    s.heap = malloc(3 * un * sizeof *s.heap);
+    if (!s.prev || !s.next || !s.ver || !s.heap) {
+        bs_fail(err, "out_of_memory", "text", "cannot allocate the merge state for %d tokens", n);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        s.prev[i] = i - 1;
+        s.next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    for (int i = 0; i + 1 < n; i++)
+        cand_push(t, &s, i, i + 1, buf);
+
+    while (s.heap_n > 0) {
+        MergeCand c = s.heap[0];
+        s.heap[0] = s.heap[--s.heap_n];
+        heap_sift_down(s.heap, s.heap_n, 0);
+        // A symbol's version moves on every change of its id and on its
+        // death, so equal stamps mean both symbols are as they were when the
+        // pair was pushed, and so still adjacent.
+        if (s.ver[c.left] != c.left_ver || s.ver[c.right] != c.right_ver) continue;
+        int l = c.left, r = c.right;
+        assert(s.next[l] == r);
+        tokens[l] = c.id;
+        s.ver[l]++;
+        s.ver[r]++;
+        s.next[l] = s.next[r];
+        if (s.next[l] != -1) s.prev[s.next[l]] = l;
+        if (s.prev[l] != -1) cand_push(t, &s, s.prev[l], l, buf);
+        if (s.next[l] != -1) cand_push(t, &s, l, s.next[l], buf);
+    }
+    // Symbol 0 never dies (only right symbols do), so the list starts there;
+    // live indices only grow along it, so compacting in place is safe.
+    int k = 0;
+    for (int i = 0; i != -1; i = s.next[i])
+        tokens[k++] = tokens[i];
+    *n_tokens = k;
+    rc = 0;
+done:
+    free(s.prev);
+    free(s.next);
+    free(s.ver);
+    free(s.heap);
+    return rc;
+}
+
+// run.c encode(): BOS, the dummy prefix, one token per codepoint (or its
+// bytes), then the merges.
 static int encode_llama2c(const Tokenizer *t, const char *text, int add_bos, int add_eos,
                           int *tokens, int *n_tokens, BsError *err) {
     int n = 0;
-    int *pair_id = NULL;
-    float *pair_score = NULL;
     char *buf = malloc((size_t)t->max_token_length * 2 + 3);
     if (!buf) return bs_fail(err, "out_of_memory", "", "cannot allocate the merge buffer");
 
     if (add_bos) tokens[n++] = LLAMA2C_BOS;
     // sentencepiece's add_dummy_prefix, applied only to non-empty text as run.c
     if (text[0] != '\0') {
-        int id = str_lookup(t, " ");
+        int id = str_lookup(t, " ", 1);
         if (id == -1) id = ' ' + LLAMA2C_BYTE_OFFSET;
         if (id >= t->vocab_size) goto unencodable;
         tokens[n++] = id;
@@ -394,9 +540,8 @@ static int encode_llama2c(const Tokenizer *t, const char *text, int add_bos, int
     for (const char *c = text; *c != '\0'; c++) {
         if ((*c & 0xC0) != 0x80) str_len = 0; // ASCII or a leading byte starts a codepoint
         buf[str_len++] = *c;
-        buf[str_len] = '\0';
         if ((*(c + 1) & 0xC0) == 0x80 && str_len < 4) continue;
-        int id = str_lookup(t, buf);
+        int id = str_lookup(t, buf, str_len);
         if (id != -1) {
             tokens[n++] = id;
         } else {
@@ -409,59 +554,17 @@ static int encode_llama2c(const Tokenizer *t, const char *text, int add_bos, int
         str_len = 0; // a run of stray continuation bytes starts over
     }
 
-    if (n > 1) {
-        pair_id = malloc((size_t)(n - 1) * sizeof *pair_id);
-        pair_score = malloc((size_t)(n - 1) * sizeof *pair_score);
-        if (!pair_id || !pair_score) {
-            bs_fail(err, "out_of_memory", "", "cannot allocate %d merge candidates", n - 1);
-            goto fail;
-        }
-        for (int i = 0; i < n - 1; i++) {
-            pair_id[i] = pair_lookup(t, tokens[i], tokens[i + 1], buf);
-            pair_score[i] = pair_id[i] != -1 ? t->scores[pair_id[i]] : 0.0f;
-        }
-    }
-    for (;;) {
-        float best_score = -1e10f;
-        int best_idx = -1;
-        for (int i = 0; i < n - 1; i++) {
-            if (pair_id[i] != -1 && pair_score[i] > best_score) {
-                best_score = pair_score[i];
-                best_idx = i;
-            }
-        }
-        if (best_idx == -1) break;
-        tokens[best_idx] = pair_id[best_idx];
-        memmove(tokens + best_idx + 1, tokens + best_idx + 2,
-                (size_t)(n - best_idx - 2) * sizeof *tokens);
-        // pair j (tokens j, j+1) for j >= best_idx + 2 moves to j - 1
-        if (n - best_idx - 3 > 0) {
-            memmove(pair_id + best_idx + 1, pair_id + best_idx + 2,
-                    (size_t)(n - best_idx - 3) * sizeof *pair_id);
-            memmove(pair_score + best_idx + 1, pair_score + best_idx + 2,
-                    (size_t)(n - best_idx - 3) * sizeof *pair_score);
-        }
-        n--;
-        for (int i = best_idx - 1; i <= best_idx; i++) {
-            if (i < 0 || i >= n - 1) continue;
-            pair_id[i] = pair_lookup(t, tokens[i], tokens[i + 1], buf);
-            pair_score[i] = pair_id[i] != -1 ? t->scores[pair_id[i]] : 0.0f;
-        }
-    }
+    if (merge_pairs(t, tokens, &n, buf, err) != 0) goto fail;
 
     if (add_eos) tokens[n++] = LLAMA2C_EOS;
     *n_tokens = n;
     free(buf);
-    free(pair_id);
-    free(pair_score);
     return 0;
 unencodable:
     bs_fail(err, "unencodable_text", "text",
             "the %d-entry vocabulary has no byte-fallback pieces for this text", t->vocab_size);
 fail:
     free(buf);
-    free(pair_id);
-    free(pair_score);
     return -1;
 }
 
@@ -531,10 +634,14 @@ const char *tok_piece(const Tokenizer *t, int prev, int token) {
     }
     if (t->kind == TOK_KIND_BYTES) return token < 256 ? t->byte_pieces + token * 2 : "";
     const char *piece = t->vocab[token];
+    int len = t->vocab_len[token];
     // sentencepiece's decoder strips the dummy-prefix space after BOS
-    if (prev == LLAMA2C_BOS && piece[0] == ' ') piece++;
-    if (piece[0] == '<' && piece[1] == '0' && piece[2] == 'x' && piece[5] == '>' &&
-        piece[6] == '\0') {
+    if (prev == LLAMA2C_BOS && piece[0] == ' ') {
+        piece++;
+        len--;
+    }
+    // the length first: a short piece such as "<0x" ends before piece[5]
+    if (len == 6 && piece[0] == '<' && piece[1] == '0' && piece[2] == 'x' && piece[5] == '>') {
         int hi = hex_value(piece[3]), lo = hex_value(piece[4]);
         if (hi >= 0 && lo >= 0) return t->byte_pieces + (hi * 16 + lo) * 2;
     }
