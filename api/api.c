@@ -447,14 +447,30 @@ static void h_jobs(HttpRequest *req, void *user) {
         h_jobs_list(req, user);
 }
 
+// The polling endpoint: the job as rendered text (db_job_get_text skips the
+// cJSON round trip for an unchanged job) on a connection held only for the
+// SELECT, not through the reply.
 static void h_job_get(HttpRequest *req, void *user) {
     ApiContext *api = user;
     const char *id = req_job_id(req);
     if (!id) return;
-    Db *db = req_db(req, api);
-    if (!db) return;
-    cJSON *job = req_job(req, db, id);
-    if (job) http_reply_json(req, 200, job);
+    BsError err;
+    bs_error_clear(&err);
+    Db *db = dbpool_acquire(api->pool, &err);
+    if (!db) {
+        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
+                         err.message);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = db_job_get_text(db, id, &text, &len, &err);
+    dbpool_release(api->pool, db);
+    if (rc < 0) {
+        reply_db_error(req, &err);
+        return;
+    }
+    http_reply_json_text(req, 200, text, len);
 }
 
 static void h_job_cancel(HttpRequest *req, void *user) {

@@ -6,6 +6,9 @@
 // free request memory themselves. Decisions are made once the whole body has
 // arrived (a reply queued while the client is still sending makes the server
 // close the socket under it), except for a declared body far over the cap.
+// http_handle_request runs the same dispatch for a request without a
+// connection (the fuzzer's entry point): the accessors read its arrays and
+// the reply helpers capture instead of queueing.
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -74,6 +77,13 @@ struct HttpRequest {
     int replied;
     int status;
     enum MHD_Result queued;
+    // A socketless request (http_handle_request) has no connection: its
+    // query and headers come from these arrays and its reply lands in capture.
+    HttpCapturedReply *capture;
+    const char *const *in_headers; // name, value, ..., NULL
+    int n_query;
+    char **query_name, **query_value; // arena; a value is NULL without '='
+    size_t stream_limit;
 };
 
 // ---- request memory ------------------------------------------------------
@@ -146,10 +156,21 @@ const char *http_path_param(const HttpRequest *req, const char *name) {
 }
 
 const char *http_query(const HttpRequest *req, const char *name) {
+    if (!req->conn) {
+        // libmicrohttpd's lookup: names compared without case, first match.
+        for (int i = 0; i < req->n_query; i++)
+            if (strcasecmp(req->query_name[i], name) == 0) return req->query_value[i];
+        return NULL;
+    }
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
 const char *http_header(const HttpRequest *req, const char *name) {
+    if (!req->conn) {
+        for (const char *const *h = req->in_headers; h && h[0] && h[1]; h += 2)
+            if (strcasecmp(h[0], name) == 0) return h[1];
+        return NULL;
+    }
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
@@ -172,6 +193,110 @@ int http_add_header(HttpRequest *req, const char *name, const char *value) {
     req->header_value[req->n_headers] = v;
     req->n_headers++;
     return 0;
+}
+
+// ---- captured replies (socketless requests) ----------------------------------
+
+static int capture_header(HttpCapturedReply *c, const char *name, const char *value) {
+    if (c->n_headers == HTTP_CAPTURE_MAX_HEADERS) return -1;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return -1;
+    }
+    c->header_name[c->n_headers] = n;
+    c->header_value[c->n_headers] = v;
+    c->n_headers++;
+    return 0;
+}
+
+// What queue() does when no response can be built: a 500 the client never
+// sees, the connection dropped.
+static void capture_drop(HttpRequest *req) {
+    req->capture->dropped = 1;
+    req->capture->status = req->status = 500;
+}
+
+// Starts the captured reply with the status, content type and pending
+// headers. -1 when a reply already went out (the first one stands, as in
+// queue()) or when out of memory (the reply is then dropped).
+static int capture_begin(HttpRequest *req, int status, const char *content_type) {
+    if (req->replied) return -1;
+    req->replied = 1;
+    HttpCapturedReply *c = req->capture;
+    c->status = req->status = status;
+    int ok = !content_type || (c->content_type = strdup(content_type)) != NULL;
+    for (int i = 0; ok && i < req->n_headers; i++)
+        ok = capture_header(c, req->header_name[i], req->header_value[i]) == 0;
+    if (!ok) {
+        capture_drop(req);
+        return -1;
+    }
+    return 0;
+}
+
+static void capture_text(HttpRequest *req, int status, const char *content_type, const char *body,
+                         size_t len) {
+    if (capture_begin(req, status, content_type) < 0) return;
+    char *b = len < SIZE_MAX ? malloc(len + 1) : NULL;
+    if (!b) {
+        capture_drop(req);
+        return;
+    }
+    if (len) memcpy(b, body, len);
+    b[len] = '\0';
+    req->capture->body = b;
+    req->capture->body_len = len;
+}
+
+// Reads the stream on this thread, as the connection thread would, until the
+// producer ends it or stream_limit bytes were written; then runs done.
+static void capture_stream(HttpRequest *req, int status, const char *content_type,
+                           HttpStreamFn produce, void *state, void (*done)(void *)) {
+    HttpCapturedReply *c = req->capture;
+    if (capture_begin(req, status, content_type) < 0) goto out;
+    c->streamed = 1;
+    size_t limit = req->stream_limit < SIZE_MAX / 2 ? req->stream_limit : SIZE_MAX / 2;
+    size_t len = 0, cap = (limit < 4096 ? limit : 4096) + 1;
+    char *buf = malloc(cap);
+    if (!buf || capture_header(c, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") < 0 ||
+        capture_header(c, "X-Accel-Buffering", "no") < 0) {
+        free(buf);
+        capture_drop(req);
+        goto out;
+    }
+    for (;;) {
+        if (len == limit) {
+            c->truncated = 1;
+            break;
+        }
+        size_t want = limit - len < 4096 ? limit - len : 4096;
+        if (cap - len < want + 1) {
+            size_t ncap = cap * 2 > len + want + 1 ? cap * 2 : len + want + 1;
+            char *p = realloc(buf, ncap);
+            if (!p) {
+                c->dropped = 1;
+                break;
+            }
+            buf = p;
+            cap = ncap;
+        }
+        ssize_t n = produce(state, buf + len, want);
+        if (n == HTTP_STREAM_END) break;
+        if (n <= 0 || (size_t)n > want) {
+            // stream_read ends the connection on anything else: the client
+            // saw the status, then the socket closed.
+            c->dropped = 1;
+            break;
+        }
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    c->body = buf;
+    c->body_len = len;
+out:
+    if (done) done(state);
 }
 
 // Queues resp (consumed) with the pending headers and content type.
@@ -198,9 +323,24 @@ static void queue(HttpRequest *req, int status, struct MHD_Response *resp,
 
 void http_reply_text(HttpRequest *req, int status, const char *content_type, const char *body,
                      size_t len) {
+    if (req->capture) {
+        capture_text(req, status, content_type, body, len);
+        return;
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     queue(req, status, resp, content_type);
+}
+
+void http_reply_json_text(HttpRequest *req, int status, char *text, size_t len) {
+    if (req->capture) {
+        capture_text(req, status, "application/json", text, len);
+        free(text);
+        return;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) free(text);
+    queue(req, status, resp, "application/json");
 }
 
 void http_reply_json(HttpRequest *req, int status, cJSON *obj) {
@@ -210,6 +350,11 @@ void http_reply_json(HttpRequest *req, int status, cJSON *obj) {
         static const char oom[] = "{\"error\":{\"type\":\"internal_error\",\"message\":"
                                   "\"out of memory\",\"param\":null,\"code\":\"oom\"}}";
         http_reply_text(req, 500, "application/json", oom, sizeof(oom) - 1);
+        return;
+    }
+    if (req->capture) {
+        capture_text(req, status, "application/json", text, strlen(text));
+        free(text);
         return;
     }
     struct MHD_Response *resp =
@@ -286,6 +431,10 @@ static void stream_free(void *cls) {
 
 void http_reply_stream(HttpRequest *req, int status, const char *content_type, HttpStreamFn produce,
                        void *state, void (*done)(void *)) {
+    if (req->capture) {
+        capture_stream(req, status, content_type, produce, state, done);
+        return;
+    }
     Stream *st = malloc(sizeof(*st));
     if (!st) {
         if (done) done(state);
@@ -382,6 +531,16 @@ static unsigned parse_method(const char *m) {
     return HTTP_OTHER;
 }
 
+// Length of the path segment at s (up to '/' or the end). A plain loop:
+// segments are a few bytes, and every request tries every route, where
+// strcspn's per-call set-up showed in profiles of the job poll.
+static size_t seg_len(const char *s) {
+    size_t n = 0;
+    while (s[n] && s[n] != '/')
+        n++;
+    return n;
+}
+
 // Matches path against pattern; on success fills req's params (when fill).
 static int route_match(HttpRequest *req, const char *pattern, const char *path, int fill) {
     const char *p = pattern, *s = path;
@@ -390,7 +549,7 @@ static int route_match(HttpRequest *req, const char *pattern, const char *path, 
         if (*p != '/' || *s != '/') return 0;
         p++;
         s++;
-        size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
+        size_t plen = seg_len(p), slen = seg_len(s);
         if (plen >= 2 && p[0] == '{' && p[plen - 1] == '}') {
             if (slen == 0 || n == MAX_PARAMS) return 0;
             if (fill) {
@@ -447,7 +606,10 @@ static void dispatch(HttpRequest *req) {
     for (const HttpRoute *r = srv->cfg.routes; r && r->pattern; r++) {
         if (!route_match(req, r->pattern, req->path, 0)) continue;
         allowed |= r->methods;
-        if (!match && (r->methods & req->method)) match = r;
+        if (r->methods & req->method) {
+            match = r; // allowed (for a 405's Allow) is only read without a match
+            break;
+        }
     }
     const HttpRoute *any = NULL;
     if (!match) {
@@ -591,6 +753,140 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req->replied)
         promstats_observe_request(srv->cfg.stats, req->route_label, req->status, secs);
     request_free(req);
+}
+
+// ---- socketless requests -------------------------------------------------------
+
+static int hex_val(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+// Decodes s in place as libmicrohttpd does: %XX escapes (a '%' without two
+// hex digits stays), and with plus (query names and values) '+' as a space.
+// A %00 ends the string, as it does there.
+static void url_unescape(char *s, int plus) {
+    char *r = s, *w = s;
+    while (*r) {
+        int hi, lo;
+        if (*r == '%' && (hi = hex_val(r[1])) >= 0 && (lo = hex_val(r[2])) >= 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = plus && *r == '+' ? ' ' : *r;
+            r++;
+        }
+    }
+    *w = '\0';
+}
+
+// Splits the query (after '?') into decoded name / value pairs in the arena,
+// as MHD_parse_arguments_ does: '&' separates, the first '=' splits, a name
+// without '=' has a NULL value.
+static int parse_query(HttpRequest *req, const char *q) {
+    size_t n = 1;
+    for (const char *p = q; *p; p++)
+        n += *p == '&';
+    if (n > SIZE_MAX / sizeof(char *)) return -1;
+    char *args = http_strdup(req, q);
+    req->query_name = http_alloc(req, n * sizeof(char *));
+    req->query_value = http_alloc(req, n * sizeof(char *));
+    if (!args || !req->query_name || !req->query_value) return -1;
+    while (*args) {
+        char *amp = strchr(args, '&');
+        if (amp) *amp = '\0';
+        char *eq = strchr(args, '=');
+        if (eq) *eq++ = '\0';
+        url_unescape(args, 1);
+        if (eq) url_unescape(eq, 1);
+        req->query_name[req->n_query] = args;
+        req->query_value[req->n_query] = eq;
+        req->n_query++;
+        if (!amp) break;
+        args = amp + 1;
+    }
+    return 0;
+}
+
+int http_handle_request(const HttpConfig *cfg, const char *method, const char *url,
+                        const char *const *headers, const char *body, size_t body_len,
+                        size_t max_stream_bytes, HttpCapturedReply *out, BsError *err) {
+    memset(out, 0, sizeof(*out));
+    HttpServer srv;
+    memset(&srv, 0, sizeof(srv));
+    srv.cfg = *cfg;
+    HttpRequest *req = calloc(1, sizeof(*req));
+    if (!req) return bs_fail(err, "oom", "", "out of memory");
+    if (cfg->token && *cfg->token) {
+        srv.token = strdup(cfg->token);
+        if (!srv.token) goto oom;
+        srv.token_len = strlen(srv.token);
+    }
+    req->srv = &srv;
+    req->method = parse_method(method);
+    req->route_label = "unmatched";
+    clock_gettime(CLOCK_MONOTONIC, &req->start);
+    req->capture = out;
+    req->in_headers = headers;
+    req->stream_limit = max_stream_bytes;
+    const char *q = strchr(url, '?');
+    size_t plen = q ? (size_t)(q - url) : strlen(url);
+    char *path = http_alloc(req, plen + 1);
+    if (!path) goto oom;
+    memcpy(path, url, plen);
+    path[plen] = '\0';
+    url_unescape(path, 0);
+    req->path = path;
+    if (q && parse_query(req, q + 1) < 0) goto oom;
+    size_t cap = cfg->max_body_bytes;
+    if (body_len > cap) {
+        // The server refuses a declared body this large before reading it.
+        req->body_too_large = 1;
+        if (cap <= SIZE_MAX / EARLY_REJECT_FACTOR && body_len > cap * EARLY_REJECT_FACTOR)
+            http_add_header(req, MHD_HTTP_HEADER_CONNECTION, "close");
+    } else if (body_len > 0) {
+        req->body = malloc(body_len + 1);
+        if (!req->body) goto oom;
+        memcpy(req->body, body, body_len);
+        req->body[body_len] = '\0';
+        req->body_len = body_len;
+        req->body_cap = body_len + 1;
+    }
+    dispatch(req);
+    if (req->replied) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double secs = (double)(now.tv_sec - req->start.tv_sec) +
+                      (double)(now.tv_nsec - req->start.tv_nsec) * 1e-9;
+        promstats_observe_request(cfg->stats, req->route_label, req->status, secs);
+    }
+    request_free(req);
+    free(srv.token);
+    return 0;
+oom:
+    request_free(req);
+    free(srv.token);
+    http_captured_reply_free(out);
+    return bs_fail(err, "oom", "", "out of memory");
+}
+
+const char *http_captured_header(const HttpCapturedReply *r, const char *name) {
+    for (int i = 0; i < r->n_headers; i++)
+        if (strcasecmp(r->header_name[i], name) == 0) return r->header_value[i];
+    return NULL;
+}
+
+void http_captured_reply_free(HttpCapturedReply *r) {
+    if (!r) return;
+    free(r->content_type);
+    for (int i = 0; i < r->n_headers; i++) {
+        free(r->header_name[i]);
+        free(r->header_value[i]);
+    }
+    free(r->body);
+    memset(r, 0, sizeof(*r));
 }
 
 // ---- server ----------------------------------------------------------------

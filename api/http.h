@@ -76,6 +76,45 @@ void http_server_stop(HttpServer *s);
 // 1 when host names a loopback address (127.0.0.0/8, ::1, localhost).
 int http_host_is_loopback(const char *host);
 
+// ---- socketless requests (fuzzing, tests) ----------------------------------
+
+#define HTTP_CAPTURE_MAX_HEADERS 12
+
+// One reply of http_handle_request. Every string is malloc'd and owned by
+// the struct (http_captured_reply_free).
+typedef struct {
+    int status;
+    char *content_type; // NULL when the reply set none
+    int n_headers;      // the extra headers (http_add_header, a stream's Cache-Control, ...)
+    char *header_name[HTTP_CAPTURE_MAX_HEADERS], *header_value[HTTP_CAPTURE_MAX_HEADERS];
+    char *body; // NUL-terminated (the NUL is not counted in body_len); NULL only when dropped
+    size_t body_len;
+    int streamed;  // 1: http_reply_stream; body holds what the producer wrote
+    int truncated; // 1: the stream was ended at max_stream_bytes
+    int dropped;   // 1: the server would have closed the connection instead of answering
+                   // (no response could be built, or a stream producer failed)
+} HttpCapturedReply;
+
+// Runs one request through the same path as the server (route match, bearer
+// auth, body cap, 404 / 405, the handler, the 500 for a handler that did not
+// reply) without a socket. cfg supplies routes, user, token, max_body_bytes
+// and stats (host, port and the connection settings are ignored). url is
+// "path?query": the path and the query names and values are decoded as
+// libmicrohttpd decodes them (%XX; '+' is a space in the query). headers is
+// NULL or name, value, ..., NULL; lookups ignore case and take the first
+// match. body may hold any bytes. The reply is captured into *out instead of
+// being sent; a streamed reply is read on this thread until its producer ends
+// it or max_stream_bytes were written, then ended. Returns 0 with *out filled
+// (free it with http_captured_reply_free), or -1 with err when out of memory
+// before a reply existed (*out is then empty).
+int http_handle_request(const HttpConfig *cfg, const char *method, const char *url,
+                        const char *const *headers, const char *body, size_t body_len,
+                        size_t max_stream_bytes, HttpCapturedReply *out, BsError *err);
+// The first captured extra header called name (case ignored), or NULL.
+const char *http_captured_header(const HttpCapturedReply *r, const char *name);
+// Frees what *r holds and empties it; NULL is a no-op.
+void http_captured_reply_free(HttpCapturedReply *r);
+
 // ---- request accessors (strings live until the request completes) -------
 
 unsigned http_method(const HttpRequest *req);
@@ -101,6 +140,10 @@ int http_add_header(HttpRequest *req, const char *name, const char *value);
 void http_reply_json(HttpRequest *req, int status, cJSON *obj);
 void http_reply_text(HttpRequest *req, int status, const char *content_type, const char *body,
                      size_t len);
+// Sends len bytes of already serialized JSON; takes ownership of text (a
+// malloc'ed buffer, freed here or when the response is done), so a hot path
+// hands its buffer to the connection without another copy.
+void http_reply_json_text(HttpRequest *req, int status, char *text, size_t len);
 // {"error":{"type","message","param","code"}}; param / code may be NULL.
 void http_reply_error(HttpRequest *req, int status, const char *type, const char *code,
                       const char *param, const char *fmt, ...)

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,7 @@ typedef enum {
     ST_CKPT_UPSERT,
     ST_CKPT_LIST,
     ST_CKPT_LATEST,
+    ST_JOB_RENDER,
     ST_COUNT
 } StmtId;
 
@@ -148,11 +150,56 @@ static const char *const stmt_sql[ST_COUNT] = {
                      "ORDER BY step",
     [ST_CKPT_LATEST] =
         "SELECT step, path FROM checkpoints WHERE job_id = ?1 ORDER BY step DESC LIMIT 1",
+    // JOB_COLS with recipe_text (not in the object, up to max_body_bytes, so
+    // possibly overflow pages) left unread: NULL keeps the C_* positions.
+    [ST_JOB_RENDER] = "SELECT id, status, method, recipe_json, NULL, created_at, started_at, "
+                      "finished_at, step, total_steps, epoch, latest_metrics_json, summary_json, "
+                      "blockers_json, warnings_json, error_json, output_dir, depends_on, attempts, "
+                      "cancel_requested FROM jobs WHERE id = ?1",
 };
+
+// db_job_get_text's renders, per connection (a Db is used by one thread at a
+// time, so no lock): the column bytes a job object was rendered from, and the
+// text. A poll of an unchanged job finds the same bytes and skips the cJSON
+// parse / build / print, which costs far more than the SELECT. Keyed by the
+// bytes themselves, not by a hash or a change counter, so a hit cannot be stale.
+//
+// Reading the row back (19 columns, each string copied into a fresh malloc by
+// SQLite) costs twice the read transaction itself, and the transaction (two
+// fcntl locks and a process-wide mutex on the -shm file) costs more than the
+// rest of the poll, so an entry also records the connection's "nothing was
+// committed" epoch it was last compared in, and is served without either
+// while the epoch holds. The epoch moves whenever the WAL-index header
+// changes: every commit, by any connection or process, is published by
+// rewriting it (https://www.sqlite.org/walformat.html, "the WAL-index
+// header"), so this is SQLite's own change signal, not a counter of ours that
+// writers bypassing this module could miss. Where the header cannot be mapped
+// (not the unix VFS), every poll compares the row.
+#define WAL_HDR_BYTES 48 // one copy of the WAL-index header; two copies lead the -shm
+#define JOB_TEXT_SLOTS 8
+#define JOB_TEXT_KEY_MAX (256u << 10) // larger rows are rendered every time
+typedef struct {
+    unsigned char *key;
+    size_t key_len;
+    char *text;
+    size_t text_len;
+    char id[DB_ID_SIZE];
+    unsigned long long epoch; // Db.epoch when the row was last compared
+} JobText;
 
 struct Db {
     sqlite3 *conn;
     sqlite3_stmt *stmt[ST_COUNT];
+    JobText jt[JOB_TEXT_SLOTS];
+    int jt_next; // the slot a miss overwrites (round robin)
+    unsigned char *keybuf;
+    size_t keycap;
+    // The WAL-index header as last read, and the epoch it defines: bumped
+    // whenever the header differs from the previous reading.
+    int shm_tried;                     // wal_index_map ran
+    const volatile unsigned char *shm; // the WAL-index (region 0); NULL: no epochs
+    unsigned char wal_hdr[2 * WAL_HDR_BYTES];
+    unsigned long long epoch;
 };
 
 static const char *const status_names[JOB_STATUS_COUNT] = {
@@ -492,7 +539,17 @@ static int journal_cb(void *arg, int ncol, char **vals, char **names) {
     return 0;
 }
 
+// SQLite's memory statistics put a process-wide mutex around every one of its
+// allocations, which the API's pooled connections then queue on; nothing here
+// reads the statistics (SQLite recommends SQLITE_DEFAULT_MEMSTATUS=0). Only
+// possible before SQLite initializes: later it is a harmless SQLITE_MISUSE.
+static void sqlite_setup(void) {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 Db *db_open(const char *path, int busy_timeout_ms, BsError *err) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_setup);
     if (!path) {
         bs_fail(err, "invalid_argument", "path", "database path is NULL");
         return NULL;
@@ -538,6 +595,11 @@ void db_close(Db *db) {
     if (!db) return;
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(db->stmt[i]);
+    for (int i = 0; i < JOB_TEXT_SLOTS; i++) {
+        free(db->jt[i].key);
+        free(db->jt[i].text);
+    }
+    free(db->keybuf);
     sqlite3_close(db->conn);
     free(db);
 }
@@ -718,6 +780,253 @@ int db_job_get(Db *db, const char *id, cJSON **out, BsError *err) {
     *out = job_row_json(st);
     stmt_done(st);
     if (!*out) return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+    return 0;
+}
+
+// Appends n bytes to db->keybuf at *len; -1 when the key would pass
+// JOB_TEXT_KEY_MAX (not cached then) or on OOM (*oom set).
+static int key_put(Db *db, size_t *len, const void *p, size_t n, int *oom) {
+    if (n > JOB_TEXT_KEY_MAX || *len > JOB_TEXT_KEY_MAX - n) return -1;
+    if (*len + n > db->keycap) {
+        size_t cap = db->keycap ? db->keycap : 4096;
+        while (cap < *len + n)
+            cap *= 2;
+        unsigned char *b = realloc(db->keybuf, cap);
+        if (!b) {
+            *oom = 1;
+            return -1;
+        }
+        db->keybuf = b;
+        db->keycap = cap;
+    }
+    if (n) memcpy(db->keybuf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+// One column of the key: its type tag, then the int64, the double's bits or
+// the length and the stored bytes (what job_row_json's column_text returns
+// in a UTF-8 database, without the NUL-terminated copy column_text makes).
+typedef struct {
+    unsigned char tag;
+    unsigned char num[8];
+    uint64_t n;
+    const void *bytes;
+} KeyCol;
+
+static int key_col(sqlite3_stmt *st, int c, KeyCol *k) {
+    memset(k, 0, sizeof *k);
+    k->tag = (unsigned char)sqlite3_column_type(st, c);
+    if (k->tag == SQLITE_INTEGER) {
+        sqlite3_int64 v = sqlite3_column_int64(st, c);
+        memcpy(k->num, &v, 8);
+    } else if (k->tag == SQLITE_FLOAT) {
+        double v = sqlite3_column_double(st, c);
+        memcpy(k->num, &v, 8);
+    } else if (k->tag != SQLITE_NULL) {
+        k->bytes = sqlite3_column_blob(st, c);
+        k->n = (uint64_t)sqlite3_column_bytes(st, c);
+        if (!k->bytes && k->n) return -1; // OOM expanding the value
+    }
+    return 0;
+}
+
+// Bytes of one KeyCol in the serialized key.
+static size_t key_col_size(const KeyCol *k) {
+    if (k->tag == SQLITE_INTEGER || k->tag == SQLITE_FLOAT) return 9;
+    if (k->tag == SQLITE_NULL) return 1;
+    return 1 + sizeof(uint64_t) + (size_t)k->n;
+}
+
+// 1 when column k sits at key[*off] (advancing *off), 0 otherwise.
+static int key_col_eq(const KeyCol *k, const unsigned char *key, size_t len, size_t *off) {
+    size_t need = key_col_size(k);
+    if (need > len - *off || key[*off] != k->tag) return 0;
+    const unsigned char *p = key + *off + 1;
+    if (k->tag == SQLITE_INTEGER || k->tag == SQLITE_FLOAT) {
+        if (memcmp(p, k->num, 8) != 0) return 0;
+    } else if (k->tag != SQLITE_NULL) {
+        if (memcmp(p, &k->n, sizeof k->n) != 0 ||
+            (k->n && memcmp(p + sizeof k->n, k->bytes, (size_t)k->n) != 0))
+            return 0;
+    }
+    *off += need;
+    return 1;
+}
+
+// The columns job_row_json reads (C_RECIPE_TEXT is left out of the object).
+#define KEY_COLS (C_CANCEL + 1)
+
+// Serializes cols into db->keybuf: equal keys render to equal objects.
+// Returns the length, 0 when not cacheable (too large, or *oom set).
+static size_t job_row_key(Db *db, const KeyCol cols[KEY_COLS], int *oom) {
+    size_t len = 0;
+    for (int c = C_ID; c < KEY_COLS; c++) {
+        if (c == C_RECIPE_TEXT) continue;
+        const KeyCol *k = &cols[c];
+        if (key_put(db, &len, &k->tag, 1, oom) < 0) return 0;
+        if (k->tag == SQLITE_INTEGER || k->tag == SQLITE_FLOAT) {
+            if (key_put(db, &len, k->num, 8, oom) < 0) return 0;
+        } else if (k->tag != SQLITE_NULL) {
+            if (key_put(db, &len, &k->n, sizeof k->n, oom) < 0 ||
+                key_put(db, &len, k->bytes, (size_t)k->n, oom) < 0)
+                return 0;
+        }
+    }
+    return len;
+}
+
+// Reads the current row's key columns into cols, each once (reading a value
+// can change how SQLite reports its type afterwards); -1 on OOM.
+static int job_row_cols(sqlite3_stmt *st, KeyCol cols[KEY_COLS]) {
+    for (int c = C_ID; c < KEY_COLS; c++) {
+        if (c == C_RECIPE_TEXT) continue;
+        if (key_col(st, c, &cols[c]) < 0) return -1;
+    }
+    return 0;
+}
+
+// The cached render of a row with these columns, or NULL. Compared column by
+// column in place (no key is built for a hit); the job id comes first, so
+// other jobs' entries fail on their first bytes.
+static JobText *job_text_find(Db *db, const KeyCol cols[KEY_COLS]) {
+    for (int i = 0; i < JOB_TEXT_SLOTS; i++) {
+        JobText *e = &db->jt[i];
+        if (!e->key) continue;
+        size_t off = 0;
+        int c;
+        for (c = C_ID; c < KEY_COLS; c++) {
+            if (c == C_RECIPE_TEXT) continue;
+            if (!key_col_eq(&cols[c], e->key, e->key_len, &off)) break;
+        }
+        if (c == KEY_COLS && off == e->key_len) return e;
+    }
+    return NULL;
+}
+
+// A malloc'ed, NUL-terminated copy of n bytes; NULL on OOM.
+static char *dup_bytes(const char *p, size_t n) {
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+// The connection's mapping of the WAL-index (the -shm file's first region),
+// or NULL. It stays valid while the connection is open: SQLite unmaps it only
+// when this connection closes its WAL (sqlite3_close, or leaving WAL mode,
+// which nothing here does), and maps further regions separately.
+static const volatile unsigned char *wal_index_map(Db *db) {
+    sqlite3_file *f = NULL;
+    if (sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods || f->pMethods->iVersion < 2 || !f->pMethods->xShmMap)
+        return NULL;
+    volatile void *p = NULL;
+    // 32 KiB is SQLite's region size; 0: map only what exists.
+    if (f->pMethods->xShmMap(f, 0, 32 * 1024, 0, &p) != SQLITE_OK) return NULL;
+    return p;
+}
+
+// Reads the WAL-index header and bumps db->epoch when anything was committed
+// since the last reading. Without a mapping it bumps every time, so no entry
+// is ever current and every poll compares the row.
+static void change_epoch(Db *db) {
+    if (!db->shm_tried) {
+        db->shm_tried = 1;
+        db->shm = wal_index_map(db);
+    }
+    if (!db->shm) {
+        db->epoch++;
+        return;
+    }
+    // In SQLite's reader order: copy 1, barrier, copy 2 (a writer writes copy
+    // 2 first). Both equal to the last reading: nothing was published since.
+    // A torn read differs, which only costs a row comparison.
+    unsigned char h[2 * WAL_HDR_BYTES];
+    memcpy(h, (const void *)db->shm, WAL_HDR_BYTES);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    memcpy(h + WAL_HDR_BYTES, (const void *)(db->shm + WAL_HDR_BYTES), WAL_HDR_BYTES);
+    if (db->epoch == 0 || memcmp(h, db->wal_hdr, sizeof h) != 0) {
+        memcpy(db->wal_hdr, h, sizeof h);
+        db->epoch++; // entries start at 0: never current
+    }
+}
+
+int db_job_get_text(Db *db, const char *id, char **out, size_t *len, BsError *err) {
+    *out = NULL;
+    *len = 0;
+    if (!id) return bs_fail(err, "invalid_argument", "id", "job id is NULL");
+    // Read before the row: a commit published after this reading changes the
+    // header for the next request, so an entry compared below stays current
+    // only while nothing was committed since.
+    change_epoch(db);
+    for (int i = 0; i < JOB_TEXT_SLOTS; i++) {
+        const JobText *e = &db->jt[i];
+        if (!e->key || e->epoch != db->epoch || strcmp(e->id, id) != 0) continue;
+        *out = dup_bytes(e->text, e->text_len);
+        if (!*out) return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+        *len = e->text_len;
+        return 0;
+    }
+    sqlite3_stmt *st = stmt_get(db, ST_JOB_RENDER, err);
+    if (!st) return -1;
+    // STATIC: id outlives the step, and stmt_get clears bindings before reuse.
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        stmt_done(st);
+        return bs_fail(err, "not_found", "id", "no job %s", id);
+    }
+    if (rc != SQLITE_ROW) {
+        stmt_done(st);
+        return db_fail(db, err, rc, "read job");
+    }
+    KeyCol cols[KEY_COLS];
+    if (job_row_cols(st, cols) < 0) {
+        stmt_done(st);
+        return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+    }
+    JobText *hit = job_text_find(db, cols);
+    if (hit) {
+        hit->epoch = db->epoch;
+        stmt_done(st);
+        *out = dup_bytes(hit->text, hit->text_len);
+        if (!*out) return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+        *len = hit->text_len;
+        return 0;
+    }
+    int oom = 0;
+    size_t klen = job_row_key(db, cols, &oom);
+    if (oom) {
+        stmt_done(st);
+        return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+    }
+    cJSON *obj = job_row_json(st);
+    stmt_done(st);
+    char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!text) return bs_fail(err, "oom", "", "out of memory reading job %s", id);
+    *out = text;
+    *len = strlen(text);
+    if (klen && strlen(id) < sizeof db->jt[0].id) {
+        // Cache a copy; failing to is only a slower next poll.
+        unsigned char *k = malloc(klen);
+        char *t = dup_bytes(text, *len);
+        if (!k || !t) {
+            free(k);
+            free(t);
+            return 0;
+        }
+        memcpy(k, db->keybuf, klen);
+        JobText *e = &db->jt[db->jt_next];
+        db->jt_next = (db->jt_next + 1) % JOB_TEXT_SLOTS;
+        free(e->key);
+        free(e->text);
+        *e = (JobText){.key = k, .key_len = klen, .text = t, .text_len = *len, .epoch = db->epoch};
+        snprintf(e->id, sizeof e->id, "%s", id);
+    }
     return 0;
 }
 

@@ -105,6 +105,14 @@ int db_job_insert(Db *db, const DbJobNew *j, char id_out[DB_ID_SIZE], int *exist
 // Absent values are JSON null (blockers/warnings: [] when none).
 int db_job_get(Db *db, const char *id, cJSON **out, BsError *err);
 
+// db_job_get's object as JSON text, byte for byte cJSON_PrintUnformatted of
+// it (*out malloc'ed, NUL-terminated, caller frees; *len its length). For
+// polling: the Db remembers its last few renders and the row bytes they came
+// from, and while nothing was committed to the database (by anyone) serves
+// them without reading the row; after a commit, an unchanged row costs one
+// SELECT and a comparison. Never stale: see db.c.
+int db_job_get_text(Db *db, const char *id, char **out, size_t *len, BsError *err);
+
 // The fields the scheduler / worker need, as plain C (db_job_free).
 typedef struct {
     char id[DB_ID_SIZE];

@@ -140,6 +140,9 @@ static int buf_reserve(Buf *b, size_t extra) {
         cap *= 2;
     char *p = realloc(b->s, cap);
     if (!p) return -1;
+    // Terminated from its first allocation: an empty text reserved with
+    // buf_reserve(b, 0) (a decode of no pieces) is "" and not stray bytes.
+    p[b->n] = '\0';
     b->s = p;
     b->cap = cap;
     return 0;
@@ -1336,7 +1339,7 @@ done:
 const char *hftok_piece(const HfTok *h, int id, int *strips_leading_space) {
     if (strips_leading_space) *strips_leading_space = h->strips_space;
     if (id < 0 || id >= h->size) return NULL;
-    return h->piece[id];
+    return h->piece[id] ? h->piece[id] : "";
 }
 
 const char *hftok_token(const HfTok *h, int id) {
@@ -2116,7 +2119,10 @@ static int build_pieces(HfTok *h, BsError *err) {
     int rc = md ? 0 : bs_fail(err, "out_of_memory", "", "out of memory");
     for (int id = 0; rc == 0 && id < h->size; id++) {
         const char *t = token_str(h, id);
-        if (!t) t = "";
+        // An id without a token (a hole in the vocabulary) prints nothing:
+        // every decoder maps "" to "", so the chain is not run for it (a
+        // sparse vocabulary with one large id would run it for every hole).
+        if (!t) continue;
         pieces_clear(&toks);
         if (pieces_push(&toks, t, strlen(t), 0) != 0) {
             rc = bs_fail(err, "out_of_memory", "", "out of memory");

@@ -201,6 +201,32 @@ static int parse_entry(const cJSON *e, const char *path, size_t data_size, StTen
     return 0;
 }
 
+// 1 when s[0..n) is UTF-8 (RFC 3629: no overlong forms, surrogates or code
+// points past U+10FFFF). The format's header is UTF-8 JSON and the reference
+// reader refuses anything else (str::from_utf8) before parsing.
+static int utf8_ok(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        if (c < 0xc2 || c > 0xf4 || n - i < len) return 0;
+        uint32_t cp = c & (0x7fu >> len);
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
 // Maps path, validates its header and appends its tensors to st.
 static int add_file(SafeTensors *st, const char *path, BsError *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -266,6 +292,8 @@ static int add_file(SafeTensors *st, const char *path, BsError *err) {
     if (hlen < 2 || hdr[0] != '{')
         return bs_fail(err, "model_invalid", path, "%s: header does not start with a JSON object",
                        path);
+    if (!utf8_ok((const unsigned char *)hdr, (size_t)hlen))
+        return bs_fail(err, "model_invalid", path, "%s: header is not valid UTF-8", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root || !cJSON_IsObject(root)) {

@@ -6,7 +6,7 @@
 #                                       fuzz for SECONDS (default 20), starting
 #                                       from the seeds and earlier findings
 #
-# TARGET is recipe, data, tok or ckpt. Inputs: tests/fuzz/corpus/TARGET
+# TARGET is recipe, data, tok, ckpt, http, safetensors, hfconfig or hftok. Inputs: tests/fuzz/corpus/TARGET
 # (hand-made), tests/fuzz/regressions/TARGET (past crashes, replayed forever),
 # the binary seeds gen_corpus.py writes into the work folder and, for replay
 # only, its large regression inputs (gen/TARGET-replay) and the matching files
