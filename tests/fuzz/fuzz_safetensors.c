@@ -4,7 +4,7 @@
 //
 // The input is a .safetensors file. st_open must refuse it with
 // model_invalid or accept it; an accepted file must satisfy what the format
-// promises: 8 + header + the tensors' bytes is the file size, tensors come
+// promises: the header is UTF-8, 8 + header + the tensors' bytes is the file size, tensors come
 // sorted by distinct name, st_find finds each, every tensor's numel and byte
 // size follow from its shape and dtype, its data are the file's bytes at its
 // offset, st_read_f32 widens F32/F16/BF16 exactly (checked against a separate
