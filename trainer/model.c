@@ -3,34 +3,25 @@
 // batch, built from the op pairs of ops.c.
 //
 // Activations (per layer, N tokens of the batch; kept only with
-// keep_activations, otherwise one slot is reused by every layer and the
-// token-local ones live in per-thread scratch):
+// keep_activations, otherwise one slot is reused by every layer):
 //   res_in (N,D) xn1 (N,D) rstd1 (N) q (N,D) k (N,KVD) v (N,KVD)
 //   att_max (N,NH) att_inv (N,NH) att (N,D) res_mid (N,D) xn2 (N,D) rstd2 (N)
 //   h1 (N,H) h3 (N,H)
-// plus res_out (N,D), rstdf (N) after the last layer and, for the M rows with
-// a target, their normed inputs xg (M,D), softmax max and log-sum (M each)
-// and, kept, E (M,D) = softmax @ wcls.
+// plus res_out (N,D), xnf (N,D), rstdf (N) after the last layer.
 // Attention probabilities are NOT stored: the forward keeps each row's max
-// and 1/sum of exp, and the backward recomputes them block by block, so
-// memory stays O(N) instead of O(sum T^2 * NH * L). The SwiGLU product
-// silu(h1)*h3 is likewise recomputed. The classifier never holds an (M, V)
-// buffer either: the forward runs an online softmax over vocabulary tiles
-// and keeps E, which turns dx into a per-row expression; the backward
-// recomputes the logits one vocabulary tile at a time for dwcls.
-//
-// Parallelism: every op runs in regions of independent tasks on the model's
-// own pool (see the task functions below) with single-threaded OpenBLAS, so
-// small matmuls, attention and element-wise work all use every thread and
-// nothing is oversubscribed.
+// and 1/sum of exp, and the backward recomputes the (T,T) probabilities of
+// one (sequence, head) at a time with the same sgemm and expf calls, so they
+// are bit-identical to the forward's while memory stays O(N) instead of
+// O(sum T^2 * NH * L). The SwiGLU product silu(h1)*h3 is likewise recomputed.
+// The classifier runs only over the M rows that have a target, in chunks of
+// at most CLS_CHUNK_FLOATS / V rows; when all M rows fit in one chunk the
+// softmax probabilities are kept for the backward, else they are recomputed.
 #include "model.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cblas.h>
 
 #include "ops.h"
 
@@ -41,6 +32,9 @@
 #define MAX_LAYERS 1024
 #define MAX_VOCAB (1 << 24)
 #define MAX_SEQ_LEN (1 << 20)
+
+// Logits scratch budget (floats) of one classifier chunk: 64 MiB.
+#define CLS_CHUNK_FLOATS ((size_t)16 << 20)
 
 static int mul_sz(size_t a, size_t b, size_t *out) {
     return __builtin_mul_overflow(a, b, out) ? -1 : 0;
@@ -167,25 +161,9 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // ---------------------------------------------------------------------------
 // The model object
 
-// Work split (ops.h explains the threading). Row blocks of ROW_BLOCK tokens
-// carry every token-local op (norms, projections, RoPE, SwiGLU, residuals);
-// attention runs one task per (sequence, head); each weight gradient is one
-// task (one sgemm over all N tokens). Block sizes are constants, never
-// derived from the thread count, so the arithmetic is the same for any
-// number of threads.
-#define ROW_BLOCK 512
-// Classifier forward: CLS_ROWS target rows per task, vocabulary tiles of
-// CLS_VB logits. Backward: one task per CLS_BWD_VB vocabulary rows, over the
-// target rows CLS_BWD_ROWS at a time.
-#define CLS_ROWS 384
-#define CLS_VB 1024
-#define CLS_BWD_VB 512
-#define CLS_BWD_ROWS 512
-#define MAX_THREADS 256
-
 typedef struct {
     float *res_in, *xn1, *rstd1, *q, *k, *v, *att_max, *att_inv, *att, *res_mid, *xn2, *rstd2;
-    float *h1, *h3; // xn1, res_mid, xn2, h1, h3 NULL in a forward-only slot
+    float *h1, *h3;
 } LayerActs;
 
 struct Model {
@@ -194,100 +172,80 @@ struct Model {
     float *params, *grads;      // (P) each; grads NULL when frozen
     ModelTensors w, g;          // views into params / grads
     float *rope_cos, *rope_sin; // (seq_len, HS/2)
-    int threads;                // model_set_threads; 0: openblas_get_num_threads()
-    OpsPool *pool;              // NULL with one thread
-    int pool_n;
 
     // Buffers grow (realloc) to the largest batch seen; contents are
     // per-forward, so growth never needs to preserve them.
-    float *acts; // layer slots (L kept, or 1 forward-only), then the classifier's
-    size_t acts_cap;
+    float *acts;      // layer activations (1 or L slots) + final norm
+    size_t acts_cap;  // bytes
     LayerActs *slots; // (L)
-    float *res_out, *rstdf;      // (N, D), (N)
-    float *xg, *E;               // (M, D) normed rows with a target; E kept only
-    float *lse_m, *lse_l;        // (M) softmax max and log-sum of each row
-    float *cls_logp, *cls_g;     // (M)
-    int *ints;                   // pos, rows, tg, rowg (N each), seq_order (n_seqs)
+    float *res_out, *xnf, *rstdf;
+    float *fwd; // tmp_d (N,D), tmp_h (N,H), xg (N,D), cls_logp (N), cls_g (N)
+    size_t fwd_cap;
+    float *tmp_d, *tmp_h, *xg, *cls_logp, *cls_g;
+    int *ints; // pos (N), rows (N), tg (N)
     size_t ints_cap;
-    int *pos, *rows, *tg, *rowg, *seq_order;
-    int n_att;                   // non-empty sequences (entries of seq_order)
-    float *scratch;              // per thread: scratch_floats each
-    size_t scratch_cap, scratch_floats;
-    float *part; // (row blocks, D) RMSNorm weight-gradient partials
-    size_t part_cap;
-    float *bwd; // G0, G1, datt, dq (N, D); dk, dv (N, KVD); prod, dh1, dh3 (N, H)
+    int *pos, *rows, *tg;
+    float *att_scratch;
+    size_t att_cap;
+    float *probs; // (chunk rows, V)
+    size_t probs_cap;
+    float *bwd; // dres, dxn, dq, datt (N,D); dk, dv (N,KVD); dh1, dh3 (N,H)
     size_t bwd_cap;
 
     // What the last forward left behind for model_backward.
-    int have_acts, last_N, last_M, last_n_seqs, max_T;
+    int have_acts, last_N, last_M, last_n_seqs, max_T, cls_chunk, cls_kept;
 };
 
-// Per-token floats of a kept layer slot and of a forward-only one.
-static size_t layer_floats(const ModelConfig *c, int keep) {
+// Per-token float counts of the buffers above.
+static size_t layer_floats(const ModelConfig *c) {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, NH = (size_t)c->n_heads;
     size_t KVD = (size_t)c->n_kv_heads * (D / NH);
-    return keep ? 6 * D + 2 * KVD + 2 * NH + 2 * H + 2 : 3 * D + 2 * KVD + 2 * NH + 2;
+    return 6 * D + 2 * KVD + 2 * NH + 2 * H + 2;
 }
 
 static size_t bwd_floats(const ModelConfig *c) {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim;
     size_t KVD = (size_t)c->n_kv_heads * (D / (size_t)c->n_heads);
-    return 4 * D + 2 * KVD + 3 * H;
+    return 4 * D + 2 * KVD + 2 * H;
 }
 
-static size_t max_sz(size_t a, size_t b) {
-    return a > b ? a : b;
+static size_t fwd_floats(const ModelConfig *c) {
+    return 2 * (size_t)c->dim + (size_t)c->hidden_dim + 2;
 }
 
-// Scratch floats one thread needs (rounded to 64 bytes).
-static size_t thread_floats(const ModelConfig *c, size_t max_T, int keep, int backward) {
-    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, RB = ROW_BLOCK;
-    size_t f = keep ? RB * (D + H) : RB * (3 * D + 2 * H);
-    f = max_sz(f, attention_task_scratch_floats((int)max_T, c->dim / c->n_heads));
-    int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB, vb2 = V < CLS_BWD_VB ? V : CLS_BWD_VB;
-    f = max_sz(f, classifier_scratch_floats(CLS_ROWS, vb));
-    if (backward) {
-        f = max_sz(f, (size_t)CLS_BWD_ROWS * (size_t)(vb2 + 16));
-        f = max_sz(f, RB * H);
-    }
-    return (f + 15) & ~(size_t)15;
+static size_t cls_chunk_rows(const ModelConfig *c) {
+    size_t r = CLS_CHUNK_FLOATS / (size_t)c->vocab_size;
+    return r ? r : 1;
 }
 
-// Bytes of each buffer for a batch; -1 on overflow. The sizes stay far below
-// overflow for any config model_config_validate accepts and any int N, but
-// are checked anyway.
+// Bytes of each buffer for a batch; -1 on overflow.
 typedef struct {
-    size_t acts, ints, scratch, part, bwd;
+    size_t acts, fwd, ints, att, probs, bwd;
 } BufSizes;
 
-static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t n_seqs, size_t max_T,
-                     int keep, int threads, BufSizes *s) {
-    size_t t, u, D = (size_t)c->dim;
-    size_t slots = keep ? (size_t)c->n_layers : 1;
+static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t max_T, size_t slots,
+                     int backward, BufSizes *s) {
+    size_t t;
     memset(s, 0, sizeof *s);
-    // slots, res_out + rstdf (N), xg (+ E) + 4 per row (M)
-    if (mul_sz(layer_floats(c, keep), slots, &t) || add_sz(t, D + 1, &t) || mul_sz(t, N, &t) ||
-        mul_sz(D, keep ? 2 : 1, &u) || add_sz(u, 4, &u) || mul_sz(u, M, &u) ||
-        add_sz(t, u, &t) || mul_sz(t, sizeof(float), &s->acts))
+    size_t rows = M < cls_chunk_rows(c) ? M : cls_chunk_rows(c);
+    if (mul_sz(layer_floats(c), slots, &t) || add_sz(t, 2 * (size_t)c->dim + 1, &t) ||
+        mul_sz(t, N, &t) || mul_sz(t, sizeof(float), &s->acts))
         return -1;
-    if (mul_sz(4, N, &t) || add_sz(t, n_seqs, &t) || mul_sz(t, sizeof(int), &s->ints)) return -1;
-    if (mul_sz(thread_floats(c, max_T, keep, keep), (size_t)threads, &t) ||
-        mul_sz(t, sizeof(float), &s->scratch))
-        return -1;
-    if (keep) {
-        if (mul_sz((N + ROW_BLOCK - 1) / ROW_BLOCK, D * sizeof(float), &s->part)) return -1;
-        if (mul_sz(bwd_floats(c), N, &t) || mul_sz(t, sizeof(float), &s->bwd)) return -1;
-    }
+    if (mul_sz(fwd_floats(c), N, &t) || mul_sz(t, sizeof(float), &s->fwd)) return -1;
+    if (mul_sz(3, N, &t) || mul_sz(t, sizeof(int), &s->ints)) return -1;
+    if (mul_sz(max_T, max_T, &t) || mul_sz(t, 2 * sizeof(float), &s->att)) return -1;
+    if (mul_sz(rows, (size_t)c->vocab_size, &t) || mul_sz(t, sizeof(float), &s->probs)) return -1;
+    if (backward && (mul_sz(bwd_floats(c), N, &t) || mul_sz(t, sizeof(float), &s->bwd))) return -1;
     return 0;
 }
 
 size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, int backward) {
     BufSizes s;
     size_t n = n_tokens > 0 ? (size_t)n_tokens : 0, T = max_seq > 0 ? (size_t)max_seq : 0;
-    size_t n_seqs = T > 0 ? (n + T - 1) / T : 0;
-    if (buf_sizes(c, n, n, n_seqs, T, backward, 1, &s) != 0) return SIZE_MAX;
+    if (buf_sizes(c, n, n, T, backward ? (size_t)c->n_layers : 1, backward, &s) != 0)
+        return SIZE_MAX;
     size_t total = 0;
-    size_t parts[] = {s.acts, s.ints, s.scratch, s.part, s.bwd};
+    size_t parts[] = {s.acts, s.fwd, s.ints, s.att, s.probs, s.bwd};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (add_sz(total, parts[i], &total)) return SIZE_MAX;
     return total;
@@ -296,11 +254,9 @@ size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, i
 static int ensure(void *pbuf, size_t *cap, size_t need, BsError *err) {
     void **buf = pbuf;
     if (need <= *cap) return 0;
-    // Aligned for the vector kernels and sgemm; contents need not survive.
-    void *p = NULL;
-    if (posix_memalign(&p, 64, need) != 0)
+    void *p = realloc(*buf, need);
+    if (!p)
         return bs_fail(err, "out_of_memory", "", "cannot allocate %zu bytes of activations", need);
-    free(*buf);
     *buf = p;
     *cap = need;
     return 0;
@@ -312,7 +268,6 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
     Model *m = calloc(1, sizeof *m);
     if (!m) return bs_fail(err, "out_of_memory", "", "cannot allocate a model");
     m->c = *c;
-    m->pool_n = 1;
     m->n_params = model_param_count(c);
     size_t half = (size_t)c->seq_len * (size_t)(c->dim / c->n_heads / 2);
     m->params = calloc(m->n_params, sizeof(float));
@@ -335,16 +290,16 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
 
 void model_free(Model *m) {
     if (!m) return;
-    ops_pool_free(m->pool);
     free(m->params);
     free(m->grads);
     free(m->rope_cos);
     free(m->rope_sin);
     free(m->slots);
     free(m->acts);
+    free(m->fwd);
     free(m->ints);
-    free(m->scratch);
-    free(m->part);
+    free(m->att_scratch);
+    free(m->probs);
     free(m->bwd);
     free(m);
 }
@@ -363,10 +318,6 @@ float *model_grads(Model *m) {
 
 void model_zero_grads(Model *m) {
     if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
-}
-
-void model_set_threads(Model *m, int n_threads) {
-    m->threads = n_threads < 0 ? 0 : n_threads > MAX_THREADS ? MAX_THREADS : n_threads;
 }
 
 // Random numbers: splitmix64 (Steele, Lea & Flood 2014) over a 64-bit state
@@ -464,41 +415,20 @@ static int batch_check(const Model *m, const ModelBatch *b, int *N, int *M, int 
     return 0;
 }
 
-// Sizes the pool for this call and makes OpenBLAS single-threaded while the
-// model's own threads call it; *blas_prev receives the setting to restore.
-// A pool that cannot start runs the call on the caller's thread alone.
-static void threads_begin(Model *m, int *blas_prev) {
-    int want = m->threads > 0 ? m->threads : openblas_get_num_threads();
-    want = want < 1 ? 1 : want > MAX_THREADS ? MAX_THREADS : want;
-    if (want != m->pool_n) {
-        ops_pool_free(m->pool);
-        m->pool = NULL;
-        m->pool_n = 1;
-        if (want > 1 && ops_pool_create(&m->pool, want) == 0) m->pool_n = want;
-    }
-    *blas_prev = openblas_get_num_threads();
-    if (*blas_prev != 1) openblas_set_num_threads(1);
-}
-
-static void threads_end(int blas_prev) {
-    if (blas_prev != 1) openblas_set_num_threads(blas_prev);
-}
-
-// Points the activation views at the buffers for a batch of N tokens, M of
-// them with a target.
-static void layout(Model *m, int N, int M, int n_seqs, int keep) {
+// Points the activation views at the buffers for a batch of N tokens.
+static void layout(Model *m, int N, int slots) {
     const ModelConfig *c = &m->c;
     size_t n = (size_t)N, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
     size_t NH = (size_t)c->n_heads, KVD = (size_t)c->n_kv_heads * (D / NH);
     float *p = m->acts;
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *a = &m->slots[l];
-        if (!keep && l > 0) {
+        if (l >= slots) {
             *a = m->slots[0];
             continue;
         }
-        memset(a, 0, sizeof *a);
         a->res_in = p, p += n * D;
+        a->xn1 = p, p += n * D;
         a->rstd1 = p, p += n;
         a->q = p, p += n * D;
         a->k = p, p += n * KVD;
@@ -506,133 +436,24 @@ static void layout(Model *m, int N, int M, int n_seqs, int keep) {
         a->att_max = p, p += n * NH;
         a->att_inv = p, p += n * NH;
         a->att = p, p += n * D;
+        a->res_mid = p, p += n * D;
+        a->xn2 = p, p += n * D;
         a->rstd2 = p, p += n;
-        if (keep) {
-            a->xn1 = p, p += n * D;
-            a->res_mid = p, p += n * D;
-            a->xn2 = p, p += n * D;
-            a->h1 = p, p += n * H;
-            a->h3 = p, p += n * H;
-        }
+        a->h1 = p, p += n * H;
+        a->h3 = p, p += n * H;
     }
-    size_t mm = (size_t)M;
     m->res_out = p, p += n * D;
-    m->rstdf = p, p += n;
-    m->xg = p, p += mm * D;
-    m->E = NULL;
-    if (keep) m->E = p, p += mm * D;
-    m->lse_m = p, p += mm;
-    m->lse_l = p, p += mm;
-    m->cls_logp = p, p += mm;
+    m->xnf = p, p += n * D;
+    m->rstdf = p;
+    p = m->fwd;
+    m->tmp_d = p, p += n * D;
+    m->tmp_h = p, p += n * H;
+    m->xg = p, p += n * D;
+    m->cls_logp = p, p += n;
     m->cls_g = p;
     m->pos = m->ints;
     m->rows = m->ints + n;
     m->tg = m->ints + 2 * n;
-    m->rowg = m->ints + 3 * n;
-    m->seq_order = m->ints + 4 * n;
-    (void)n_seqs;
-}
-
-// ---------------------------------------------------------------------------
-// Tasks of the parallel regions. Each writes only its own rows / heads /
-// weight, so tasks of a region can run in any order on any thread.
-
-typedef struct {
-    Model *m;
-    const ModelBatch *b;
-    LayerActs *a;
-    float *next;             // forward: the layer's output residual
-    float *gout, *gmid;      // backward: dLoss/d(layer output), d(res_mid) then d(layer input)
-    float *datt, *dq, *dk, *dv, *prod, *dh1, *dh3;
-    int l, N, M, keep, n_rows, n_wtasks;
-} Run;
-
-static float *tscratch(Model *m, int thread) {
-    return m->scratch + (size_t)thread * m->scratch_floats;
-}
-
-#define RUN_DIMS                                                                                   \
-    Model *m = r->m;                                                                               \
-    const ModelConfig *c = &m->c;                                                                  \
-    const ModelTensors *w = &m->w;                                                                 \
-    LayerActs *a = r->a;                                                                           \
-    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, NH = (size_t)c->n_heads;                 \
-    size_t HS = D / NH, NKV = (size_t)c->n_kv_heads, KVD = NKV * HS, l = (size_t)r->l;             \
-    (void)w, (void)a, (void)H, (void)KVD, (void)l
-
-// Row block of a task: rows r0 .. r0 + n - 1.
-#define ROW_RANGE(task)                                                                            \
-    size_t r0 = (size_t)(task) * ROW_BLOCK;                                                        \
-    int n = r->N - (int)r0 < ROW_BLOCK ? r->N - (int)r0 : ROW_BLOCK
-
-// rmsnorm, q k v projections and RoPE of a row block.
-static void task_qkv(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    ROW_RANGE(task);
-    float *xn = a->xn1 ? a->xn1 + r0 * D : tscratch(m, thread);
-    rmsnorm_forward(xn, a->rstd1 + r0, a->res_in + r0 * D, w->rms_att + l * D, n, (int)D,
-                    c->norm_eps);
-    matmul_forward(a->q + r0 * D, xn, w->wq + l * D * D, n, (int)D, (int)D);
-    matmul_forward(a->k + r0 * KVD, xn, w->wk + l * KVD * D, n, (int)D, (int)KVD);
-    matmul_forward(a->v + r0 * KVD, xn, w->wv + l * KVD * D, n, (int)D, (int)KVD);
-    rope_forward(a->q + r0 * D, m->pos + r0, m->rope_cos, m->rope_sin, n, (int)NH, (int)HS);
-    rope_forward(a->k + r0 * KVD, m->pos + r0, m->rope_cos, m->rope_sin, n, (int)NKV, (int)HS);
-}
-
-// One (sequence, head) of causal attention, longest sequences first.
-static void task_attention(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    int s = m->seq_order[task / (int)NH], h = task % (int)NH;
-    int o = r->b->offsets[s], T = r->b->offsets[s + 1] - o;
-    attention_forward_task(a->att, a->att_max, a->att_inv, tscratch(m, thread), a->q, a->k, a->v,
-                           o, T, h, (int)NH, (int)NKV, (int)HS);
-}
-
-// Output projection, residual, rmsnorm and SwiGLU feed-forward of a row block.
-static void task_ffn(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    ROW_RANGE(task);
-    size_t lHD = l * H * D;
-    float *s = tscratch(m, thread), *tmp = s, *res_mid, *xn2, *h1, *h3, *prod;
-    s += (size_t)ROW_BLOCK * D;
-    if (r->keep) {
-        res_mid = a->res_mid + r0 * D, xn2 = a->xn2 + r0 * D;
-        h1 = a->h1 + r0 * H, h3 = a->h3 + r0 * H, prod = s;
-    } else {
-        res_mid = s, s += (size_t)ROW_BLOCK * D;
-        xn2 = s, s += (size_t)ROW_BLOCK * D;
-        h1 = s, s += (size_t)ROW_BLOCK * H;
-        h3 = s, prod = h1; // h1 is dead once the product is formed
-    }
-    size_t nD = (size_t)n * D;
-    matmul_forward(tmp, a->att + r0 * D, w->wo + l * D * D, n, (int)D, (int)D);
-    residual_forward(res_mid, a->res_in + r0 * D, tmp, nD);
-    rmsnorm_forward(xn2, a->rstd2 + r0, res_mid, w->rms_ffn + l * D, n, (int)D, c->norm_eps);
-    matmul_forward(h1, xn2, w->w1 + lHD, n, (int)D, (int)H);
-    matmul_forward(h3, xn2, w->w3 + lHD, n, (int)D, (int)H);
-    swiglu_forward(prod, h1, h3, (size_t)n * H);
-    matmul_forward(tmp, prod, w->w2 + lHD, n, (int)H, (int)D);
-    residual_forward(r->next + r0 * D, res_mid, tmp, nD);
-}
-
-// Final rmsnorm of the target rows and their log-probs: CLS_ROWS of the M
-// gathered rows.
-static void task_cls_forward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    int k0 = task * CLS_ROWS, nk = r->M - k0 < CLS_ROWS ? r->M - k0 : CLS_ROWS;
-    for (int k = k0; k < k0 + nk; k++) {
-        size_t i = (size_t)m->rows[k];
-        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
-                        (int)D, c->norm_eps);
-    }
-    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0,
-                            r->keep ? m->E + (size_t)k0 * D : NULL, tscratch(m, thread),
-                            m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk, (int)D,
-                            c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
 }
 
 int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err) {
@@ -643,216 +464,82 @@ int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activatio
         return bs_fail(err, "invalid_argument", "",
                        "a frozen model cannot keep activations for a backward pass");
     if (batch_check(m, b, &N, &M, &max_T, err) != 0) return -1;
-    int L = c->n_layers, D = c->dim;
-    int NH = c->n_heads;
-    int keep = keep_activations ? 1 : 0, blas_prev;
-    threads_begin(m, &blas_prev);
+    int L = c->n_layers, D = c->dim, H = c->hidden_dim, V = c->vocab_size;
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = D / NH, KVD = NKV * HS;
+    int slots = keep_activations ? L : 1;
     BufSizes s;
-    int rc = -1;
-    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)b->n_seqs, (size_t)max_T, keep, m->pool_n,
-                  &s) != 0) {
-        bs_fail(err, "out_of_memory", "", "activation sizes of a %d-token batch overflow", N);
-        goto out;
-    }
-    if (ensure(&m->acts, &m->acts_cap, s.acts, err) || ensure(&m->ints, &m->ints_cap, s.ints, err) ||
-        ensure(&m->scratch, &m->scratch_cap, s.scratch, err) ||
-        ensure(&m->part, &m->part_cap, s.part, err))
-        goto out;
-    m->scratch_floats = thread_floats(c, (size_t)max_T, keep, keep);
+    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)max_T, (size_t)slots, 0, &s) != 0)
+        return bs_fail(err, "out_of_memory", "", "activation sizes of a %d-token batch overflow",
+                       N);
+    if (ensure(&m->acts, &m->acts_cap, s.acts, err) || ensure(&m->fwd, &m->fwd_cap, s.fwd, err) ||
+        ensure(&m->ints, &m->ints_cap, s.ints, err) ||
+        ensure(&m->att_scratch, &m->att_cap, s.att, err) ||
+        ensure(&m->probs, &m->probs_cap, s.probs, err))
+        return -1;
     if (N == 0) {
         m->last_N = m->last_M = m->last_n_seqs = 0;
-        m->have_acts = keep;
-        rc = 0;
-        goto out;
+        m->have_acts = keep_activations;
+        return 0;
     }
-    layout(m, N, M, b->n_seqs, keep);
+    layout(m, N, slots);
+    const ModelTensors *w = &m->w;
+    size_t nD = (size_t)N * D;
+
     ops_positions(m->pos, b->offsets, b->n_seqs);
-    // Attention tasks longest sequence first, so the short ones fill in.
-    m->n_att = 0;
-    for (int q = 0; q < b->n_seqs; q++)
-        if (b->offsets[q + 1] > b->offsets[q]) m->seq_order[m->n_att++] = q;
-    for (int i = 1; i < m->n_att; i++) {
-        int q = m->seq_order[i], len = b->offsets[q + 1] - b->offsets[q], j = i;
-        for (; j > 0; j--) {
-            int p = m->seq_order[j - 1];
-            if (b->offsets[p + 1] - b->offsets[p] >= len) break;
-            m->seq_order[j] = p;
-        }
-        m->seq_order[j] = q;
+    embedding_forward(m->slots[0].res_in, b->tokens, w->tok_emb, N, D);
+    for (int l = 0; l < L; l++) {
+        LayerActs *a = &m->slots[l];
+        size_t lDD = (size_t)l * D * D, lKD = (size_t)l * KVD * D, lHD = (size_t)l * H * D;
+        // attention block
+        rmsnorm_forward(a->xn1, a->rstd1, a->res_in, w->rms_att + (size_t)l * D, N, D, c->norm_eps);
+        matmul_forward(a->q, a->xn1, w->wq + lDD, N, D, D);
+        matmul_forward(a->k, a->xn1, w->wk + lKD, N, D, KVD);
+        matmul_forward(a->v, a->xn1, w->wv + lKD, N, D, KVD);
+        rope_forward(a->q, m->pos, m->rope_cos, m->rope_sin, N, NH, HS);
+        rope_forward(a->k, m->pos, m->rope_cos, m->rope_sin, N, NKV, HS);
+        attention_forward(a->att, a->att_max, a->att_inv, m->att_scratch, a->q, a->k, a->v,
+                          b->offsets, b->n_seqs, NH, NKV, HS);
+        matmul_forward(m->tmp_d, a->att, w->wo + lDD, N, D, D);
+        residual_forward(a->res_mid, a->res_in, m->tmp_d, nD);
+        // feed-forward block
+        rmsnorm_forward(a->xn2, a->rstd2, a->res_mid, w->rms_ffn + (size_t)l * D, N, D,
+                        c->norm_eps);
+        matmul_forward(a->h1, a->xn2, w->w1 + lHD, N, D, H);
+        matmul_forward(a->h3, a->xn2, w->w3 + lHD, N, D, H);
+        swiglu_forward(m->tmp_h, a->h1, a->h3, (size_t)N * H);
+        matmul_forward(m->tmp_d, m->tmp_h, w->w2 + lHD, N, H, D);
+        float *next = (l == L - 1) ? m->res_out : m->slots[keep_activations ? l + 1 : 0].res_in;
+        residual_forward(next, a->res_mid, m->tmp_d, nD);
     }
-    int k = 0;
+    rmsnorm_forward(m->xnf, m->rstdf, m->res_out, w->rms_final, N, D, c->norm_eps);
+
+    // Classifier only over rows with a target, gathered into (M, D).
+    int r = 0;
     for (int i = 0; i < N; i++) {
         logp[i] = 0.0f;
-        m->rowg[i] = -1;
         if (b->targets[i] < 0) continue;
-        m->rows[k] = i;
-        m->tg[k] = b->targets[i];
-        m->rowg[i] = k++;
+        m->rows[r] = i;
+        m->tg[r] = b->targets[i];
+        memcpy(m->xg + (size_t)r * D, m->xnf + (size_t)i * D, (size_t)D * sizeof(float));
+        r++;
     }
-
-    Run r = {.m = m, .b = b, .N = N, .M = M, .keep = keep};
-    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
-    embedding_forward(m->slots[0].res_in, b->tokens, m->w.tok_emb, N, D);
-    for (int l = 0; l < L; l++) {
-        r.l = l;
-        r.a = &m->slots[l];
-        r.next = (l == L - 1) ? m->res_out : m->slots[keep ? l + 1 : 0].res_in;
-        ops_pool_run(m->pool, task_qkv, &r, r.n_rows);
-        ops_pool_run(m->pool, task_attention, &r, m->n_att * NH);
-        ops_pool_run(m->pool, task_ffn, &r, r.n_rows);
+    int chunk = (int)(M < (int)cls_chunk_rows(c) ? M : (int)cls_chunk_rows(c));
+    for (int r0 = 0; r0 < M; r0 += chunk) {
+        int mc = M - r0 < chunk ? M - r0 : chunk;
+        logsoftmax_gather_forward(m->cls_logp + r0, m->probs, m->xg + (size_t)r0 * D, w->wcls,
+                                  m->tg + r0, mc, D, V);
     }
-    ops_pool_run(m->pool, task_cls_forward, &r, (M + CLS_ROWS - 1) / CLS_ROWS);
-    for (int q = 0; q < M; q++)
-        logp[m->rows[q]] = m->cls_logp[q];
+    for (int k = 0; k < M; k++)
+        logp[m->rows[k]] = m->cls_logp[k];
 
     m->last_N = N;
     m->last_M = M;
     m->last_n_seqs = b->n_seqs;
     m->max_T = max_T;
-    m->have_acts = keep;
-    rc = 0;
-out:
-    threads_end(blas_prev);
-    return rc;
-}
-
-// dwcls for one vocabulary tile.
-static void task_cls_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    int v0 = task * CLS_BWD_VB, V = c->vocab_size, nv = V - v0 < CLS_BWD_VB ? V - v0 : CLS_BWD_VB;
-    classifier_backward_tile(m->g.wcls, tscratch(m, thread), m->cls_g, m->xg, w->wcls, m->tg,
-                             m->lse_m, m->lse_l, r->M, (int)D, v0, nv, CLS_BWD_ROWS);
-}
-
-// Classifier dx and the final rmsnorm's backward of a row block into gout.
-static void task_final_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    ROW_RANGE(task);
-    float *dxn = tscratch(m, thread), *part = m->part + (size_t)task * D;
-    memset(r->gout + r0 * D, 0, (size_t)n * D * sizeof(float));
-    memset(part, 0, D * sizeof(float));
-    for (size_t i = r0; i < r0 + (size_t)n; i++) {
-        int k = m->rowg[i];
-        if (k < 0) continue;
-        memset(dxn, 0, D * sizeof(float));
-        classifier_backward_dx(dxn, m->cls_g + k, m->E + (size_t)k * D, w->wcls, m->tg + k, 1,
-                               (int)D);
-        rmsnorm_backward(r->gout + i * D, part, dxn, m->res_out + i * D, w->rms_final,
-                         m->rstdf + i, 1, (int)D);
-    }
-}
-
-// dW2, dW1, dW3 (tasks 0-2), then row blocks: dxn2 = dh1 W1 + dh3 W3,
-// gmid = gout + rmsnorm backward, datt = gmid Wo.
-static void task_ffn_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    const ModelTensors *g = &m->g;
-    size_t lHD = l * H * D;
-    int N = r->N;
-    switch (task) {
-    case 0:
-        matmul_backward(NULL, g->w2 + lHD, r->gout, r->prod, w->w2 + lHD, N, (int)H, (int)D);
-        return;
-    case 1:
-        matmul_backward(NULL, g->w1 + lHD, r->dh1, a->xn2, w->w1 + lHD, N, (int)D, (int)H);
-        return;
-    case 2:
-        matmul_backward(NULL, g->w3 + lHD, r->dh3, a->xn2, w->w3 + lHD, N, (int)D, (int)H);
-        return;
-    }
-    task -= 3;
-    ROW_RANGE(task);
-    float *dxn = tscratch(m, thread), *part = m->part + (size_t)task * D;
-    size_t nD = (size_t)n * D;
-    memset(dxn, 0, nD * sizeof(float));
-    matmul_backward(dxn, NULL, r->dh1 + r0 * H, NULL, w->w1 + lHD, n, (int)D, (int)H);
-    matmul_backward(dxn, NULL, r->dh3 + r0 * H, NULL, w->w3 + lHD, n, (int)D, (int)H);
-    memcpy(r->gmid + r0 * D, r->gout + r0 * D, nD * sizeof(float));
-    memset(part, 0, D * sizeof(float));
-    rmsnorm_backward(r->gmid + r0 * D, part, dxn, a->res_mid + r0 * D, w->rms_ffn + l * D,
-                     a->rstd2 + r0, n, (int)D);
-    memset(r->datt + r0 * D, 0, nD * sizeof(float));
-    matmul_backward(r->datt + r0 * D, NULL, r->gmid + r0 * D, NULL, w->wo + l * D * D, n, (int)D,
-                    (int)D);
-}
-
-// Row blocks of the swiglu backward: d(prod) = gout W2, then prod (for
-// dW2), dh1 and dh3.
-static void task_swiglu_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    ROW_RANGE(task);
-    float *dprod = tscratch(m, thread);
-    size_t nH = (size_t)n * H;
-    memset(dprod, 0, nH * sizeof(float));
-    matmul_backward(dprod, NULL, r->gout + r0 * D, NULL, w->w2 + l * H * D, n, (int)H, (int)D);
-    memcpy(r->dh1 + r0 * H, a->h1 + r0 * H, nH * sizeof(float));
-    memcpy(r->dh3 + r0 * H, a->h3 + r0 * H, nH * sizeof(float));
-    swiglu_backward_inplace(r->prod + r0 * H, r->dh1 + r0 * H, r->dh3 + r0 * H, dprod, nH);
-}
-
-// dWo (task 0), then one (sequence, kv head) of the attention backward each,
-// RoPE's backward included.
-static void task_att_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    if (task == 0) {
-        matmul_backward(NULL, m->g.wo + l * D * D, r->gmid, a->att, w->wo + l * D * D, r->N,
-                        (int)D, (int)D);
-        return;
-    }
-    task -= 1;
-    int s = m->seq_order[task / (int)NKV], kh = task % (int)NKV, group = (int)(NH / NKV);
-    int o = r->b->offsets[s], T = r->b->offsets[s + 1] - o;
-    for (int i = o; i < o + T; i++) {
-        memset(r->dq + (size_t)i * D + (size_t)kh * group * HS, 0, group * HS * sizeof(float));
-        memset(r->dk + (size_t)i * KVD + (size_t)kh * HS, 0, HS * sizeof(float));
-        memset(r->dv + (size_t)i * KVD + (size_t)kh * HS, 0, HS * sizeof(float));
-    }
-    attention_backward_task(r->dq, r->dk, r->dv, tscratch(m, thread), r->datt, a->q, a->k, a->v,
-                            a->att_max, a->att_inv, o, T, kh, (int)NH, (int)NKV, (int)HS, m->pos,
-                            m->rope_cos, m->rope_sin);
-}
-
-// dWq, dWk, dWv (tasks 0-2), then row blocks: dxn1 = dq Wq + dk Wk + dv Wv,
-// gmid += rmsnorm backward (gmid becomes dLoss/d(layer input)).
-static void task_qkv_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    const ModelTensors *g = &m->g;
-    size_t lDD = l * D * D, lKD = l * KVD * D;
-    int N = r->N;
-    switch (task) {
-    case 0:
-        matmul_backward(NULL, g->wq + lDD, r->dq, a->xn1, w->wq + lDD, N, (int)D, (int)D);
-        return;
-    case 1:
-        matmul_backward(NULL, g->wk + lKD, r->dk, a->xn1, w->wk + lKD, N, (int)D, (int)KVD);
-        return;
-    case 2:
-        matmul_backward(NULL, g->wv + lKD, r->dv, a->xn1, w->wv + lKD, N, (int)D, (int)KVD);
-        return;
-    }
-    task -= 3;
-    ROW_RANGE(task);
-    float *dxn = tscratch(m, thread), *part = m->part + (size_t)task * D;
-    memset(dxn, 0, (size_t)n * D * sizeof(float));
-    matmul_backward(dxn, NULL, r->dq + r0 * D, NULL, w->wq + lDD, n, (int)D, (int)D);
-    matmul_backward(dxn, NULL, r->dk + r0 * KVD, NULL, w->wk + lKD, n, (int)D, (int)KVD);
-    matmul_backward(dxn, NULL, r->dv + r0 * KVD, NULL, w->wv + lKD, n, (int)D, (int)KVD);
-    memset(part, 0, D * sizeof(float));
-    rmsnorm_backward(r->gmid + r0 * D, part, dxn, a->res_in + r0 * D, w->rms_att + l * D,
-                     a->rstd1 + r0, n, (int)D);
-}
-
-// dw += the row blocks' partial RMSNorm weight gradients, in block order.
-static void reduce_parts(float *dw, const float *part, int n_blocks, int D) {
-    for (int t = 0; t < n_blocks; t++)
-        for (int d = 0; d < D; d++)
-            dw[d] += part[(size_t)t * D + d];
+    m->cls_chunk = chunk;
+    m->cls_kept = (M <= chunk); // one chunk: probs still hold every row
+    m->have_acts = keep_activations;
+    return 0;
 }
 
 int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *err) {
@@ -867,58 +554,71 @@ int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *e
                        "model_backward got a different batch than the last forward");
     if (N == 0) return 0;
     int L = c->n_layers, D = c->dim, H = c->hidden_dim, V = c->vocab_size, M = m->last_M;
-    int NH = c->n_heads, NKV = c->n_kv_heads, KVD = NKV * (D / NH);
-    int blas_prev, rc = -1;
-    threads_begin(m, &blas_prev);
+    int NH = c->n_heads, NKV = c->n_kv_heads, HS = D / NH, KVD = NKV * HS;
     BufSizes s;
-    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)b->n_seqs, (size_t)m->max_T, 1, m->pool_n,
-                  &s) != 0) {
-        bs_fail(err, "out_of_memory", "", "gradient sizes of a %d-token batch overflow", N);
-        goto out;
-    }
-    if (ensure(&m->bwd, &m->bwd_cap, s.bwd, err) != 0 ||
-        ensure(&m->scratch, &m->scratch_cap, s.scratch, err) != 0)
-        goto out;
-    m->scratch_floats = thread_floats(c, (size_t)m->max_T, 1, 1);
-    size_t nD = (size_t)N * D, nKV = (size_t)N * KVD;
-    Run r = {.m = m, .b = b, .N = N, .M = M, .keep = 1};
-    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
-    float *G0 = m->bwd, *G1 = G0 + nD;
-    r.datt = G1 + nD;
-    r.dq = r.datt + nD;
-    r.dk = r.dq + nD;
-    r.dv = r.dk + nKV;
-    r.prod = r.dv + nKV;
-    r.dh1 = r.prod + (size_t)N * H;
-    r.dh3 = r.dh1 + (size_t)N * H;
-    r.gout = G0;
-    r.gmid = G1;
+    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)m->max_T, (size_t)L, 1, &s) != 0)
+        return bs_fail(err, "out_of_memory", "", "gradient sizes of a %d-token batch overflow", N);
+    if (ensure(&m->bwd, &m->bwd_cap, s.bwd, err) != 0) return -1;
+    size_t nD = (size_t)N * D, nKV = (size_t)N * KVD, nH = (size_t)N * H;
+    float *dres = m->bwd, *dxn = dres + nD, *dq = dxn + nD, *datt = dq + nD;
+    float *dk = datt + nD, *dv = dk + nKV, *dh1 = dv + nKV, *dh3 = dh1 + nH;
+    const ModelTensors *w = &m->w, *g = &m->g;
 
-    // Classifier: dwcls per vocabulary tile; dx per row through E.
+    // Classifier: dq serves as the (M, D) gradient of the gathered rows.
+    float *dxg = dq;
+    memset(dxg, 0, (size_t)M * D * sizeof(float));
     for (int k = 0; k < M; k++)
         m->cls_g[k] = dlogp[m->rows[k]];
-    ops_pool_run(m->pool, task_cls_backward, &r, (V + CLS_BWD_VB - 1) / CLS_BWD_VB);
-    ops_pool_run(m->pool, task_final_backward, &r, r.n_rows);
-    reduce_parts(m->g.rms_final, m->part, r.n_rows, D);
+    for (int r0 = 0; r0 < M; r0 += m->cls_chunk) {
+        int mc = M - r0 < m->cls_chunk ? M - r0 : m->cls_chunk;
+        if (!m->cls_kept)
+            logsoftmax_gather_forward(m->cls_logp + r0, m->probs, m->xg + (size_t)r0 * D, w->wcls,
+                                      m->tg + r0, mc, D, V);
+        logsoftmax_gather_backward(dxg + (size_t)r0 * D, g->wcls, m->probs, m->cls_g + r0,
+                                   m->xg + (size_t)r0 * D, w->wcls, m->tg + r0, mc, D, V);
+    }
+    m->cls_kept = 0; // probs now hold dlogits
+    memset(dxn, 0, nD * sizeof(float));
+    for (int k = 0; k < M; k++)
+        memcpy(dxn + (size_t)m->rows[k] * D, dxg + (size_t)k * D, (size_t)D * sizeof(float));
+    memset(dres, 0, nD * sizeof(float));
+    rmsnorm_backward(dres, g->rms_final, dxn, m->res_out, w->rms_final, m->rstdf, N, D);
 
-    // gout holds dLoss/d(layer output) going down; each block adds its
+    // dres holds dLoss/d(layer output) going down; each block adds its
     // branch's gradient to the pass-through of the residual connection.
     for (int l = L - 1; l >= 0; l--) {
-        r.l = l;
-        r.a = &m->slots[l];
-        ops_pool_run(m->pool, task_swiglu_backward, &r, r.n_rows);
-        ops_pool_run(m->pool, task_ffn_backward, &r, 3 + r.n_rows);
-        reduce_parts(m->g.rms_ffn + (size_t)l * D, m->part, r.n_rows, D);
-        ops_pool_run(m->pool, task_att_backward, &r, 1 + m->n_att * NKV);
-        ops_pool_run(m->pool, task_qkv_backward, &r, 3 + r.n_rows);
-        reduce_parts(m->g.rms_att + (size_t)l * D, m->part, r.n_rows, D);
-        float *t = r.gout;
-        r.gout = r.gmid;
-        r.gmid = t;
+        LayerActs *a = &m->slots[l];
+        size_t lDD = (size_t)l * D * D, lKD = (size_t)l * KVD * D, lHD = (size_t)l * H * D;
+        // feed-forward block: out = res_mid + W2 (silu(W1 xn2) * W3 xn2)
+        swiglu_forward(m->tmp_h, a->h1, a->h3, nH); // recompute the product for dW2
+        matmul_backward(NULL, g->w2 + lHD, dres, m->tmp_h, w->w2 + lHD, N, H, D);
+        memset(m->tmp_h, 0, nH * sizeof(float)); // now d(product)
+        matmul_backward(m->tmp_h, NULL, dres, NULL, w->w2 + lHD, N, H, D);
+        memset(dh1, 0, nH * sizeof(float));
+        memset(dh3, 0, nH * sizeof(float));
+        swiglu_backward(dh1, dh3, m->tmp_h, a->h1, a->h3, nH);
+        memset(dxn, 0, nD * sizeof(float));
+        matmul_backward(dxn, g->w1 + lHD, dh1, a->xn2, w->w1 + lHD, N, D, H);
+        matmul_backward(dxn, g->w3 + lHD, dh3, a->xn2, w->w3 + lHD, N, D, H);
+        rmsnorm_backward(dres, g->rms_ffn + (size_t)l * D, dxn, a->res_mid,
+                         w->rms_ffn + (size_t)l * D, a->rstd2, N, D);
+        // attention block: res_mid = res_in + Wo attention(rope(Wq xn1), rope(Wk xn1), Wv xn1)
+        memset(datt, 0, nD * sizeof(float));
+        matmul_backward(datt, g->wo + lDD, dres, a->att, w->wo + lDD, N, D, D);
+        memset(dq, 0, nD * sizeof(float));
+        memset(dk, 0, nKV * sizeof(float));
+        memset(dv, 0, nKV * sizeof(float));
+        attention_backward(dq, dk, dv, m->att_scratch, datt, a->q, a->k, a->v, a->att_max,
+                           a->att_inv, b->offsets, b->n_seqs, NH, NKV, HS);
+        rope_backward(dq, m->pos, m->rope_cos, m->rope_sin, N, NH, HS);
+        rope_backward(dk, m->pos, m->rope_cos, m->rope_sin, N, NKV, HS);
+        memset(dxn, 0, nD * sizeof(float));
+        matmul_backward(dxn, g->wq + lDD, dq, a->xn1, w->wq + lDD, N, D, D);
+        matmul_backward(dxn, g->wk + lKD, dk, a->xn1, w->wk + lKD, N, D, KVD);
+        matmul_backward(dxn, g->wv + lKD, dv, a->xn1, w->wv + lKD, N, D, KVD);
+        rmsnorm_backward(dres, g->rms_att + (size_t)l * D, dxn, a->res_in,
+                         w->rms_att + (size_t)l * D, a->rstd1, N, D);
     }
-    embedding_backward(m->g.tok_emb, r.gout, b->tokens, N, D);
-    rc = 0;
-out:
-    threads_end(blas_prev);
-    return rc;
+    embedding_backward(g->tok_emb, dres, b->tokens, N, D);
+    return 0;
 }

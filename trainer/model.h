@@ -89,12 +89,6 @@ void model_zero_grads(Model *m);
 // N(0, 0.02) (output projections wo and w2 scaled by 1/sqrt(2L)), norms 1.
 void model_init_random(Model *m, unsigned long long seed);
 
-// Threads used by model_forward and model_backward (the model's own pool;
-// OpenBLAS is set to 1 thread for the duration of each call and restored).
-// 0, the default, follows openblas_get_num_threads() at each call. Results
-// are bit-identical for any thread count.
-void model_set_threads(Model *m, int n_threads);
-
 // Forward pass. logp (N) receives log softmax(logits_i)[targets[i]] for every
 // position with a target, 0 elsewhere. When keep_activations is set the
 // activations needed by model_backward are kept (the model must have grads).

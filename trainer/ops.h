@@ -8,43 +8,10 @@
 // tensor can add into the same buffer. The only exception is RoPE, whose
 // backward rotates a gradient buffer in place. Same argument order in each
 // pair: outputs, inputs, sizes.
-//
-// Threading: OpsPool runs the independent tasks of one parallel region on a
-// fixed set of threads (the caller included). Ops never start threads
-// themselves; model.c splits its work into tasks whose outputs are disjoint,
-// so results do not depend on which thread runs which task. cblas_sgemm must
-// then be single-threaded (openblas_set_num_threads(1)) while a region runs.
-// The element-wise kernels are vector code compiled for AVX-512, AVX2 and
-// the baseline (picked at run time on GCC/x86-64); sums over a row run in
-// the vector's lanes, so the last bits may differ between instruction sets,
-// never between runs or thread counts on one machine.
 #ifndef OPS_H
 #define OPS_H
 
 #include <stddef.h>
-
-typedef struct OpsPool OpsPool;
-// One parallel region's work: task in 0 .. n_tasks-1, thread in
-// 0 .. ops_pool_threads()-1 (index of per-thread scratch).
-typedef void (*OpsTaskFn)(void *ctx, int task, int thread);
-
-// Starts n_threads - 1 workers (the caller is thread 0). 0, or -1 when a
-// thread or the memory cannot be had (*out NULL). Free with ops_pool_free.
-int ops_pool_create(OpsPool **out, int n_threads);
-void ops_pool_free(OpsPool *p);
-int ops_pool_threads(const OpsPool *p); // 1 for NULL
-// Runs fn(ctx, task, thread) for every task, in any order and on any thread
-// (dynamic scheduling), and returns when all are done. p NULL: serial on the
-// caller. Not re-entrant: one region at a time per pool.
-void ops_pool_run(OpsPool *p, OpsTaskFn fn, void *ctx, int n_tasks);
-
-// Vector exp: y[j] = scale * exp((x[j] - a) - b) for j < n (y may alias x),
-// returns the sum of the y[j] (lane sums added in a fixed tree). Relative
-// error below 3e-7 (Cephes expf polynomial); exp underflows to 0 below -87.3
-// and overflows to inf above 88.72; NaN propagates.
-float ops_vexp(float *y, const float *x, float a, float b, float scale, int n);
-// Largest of x[0..n-1], n >= 1 (-inf when all are -inf).
-float ops_vmax(const float *x, int n);
 
 // RoPE tables exactly as llama2.c run.c computes them, in float:
 //   freq_j = 1.0f / powf(theta, (2j) / (float)head_size), val = pos * freq_j,
@@ -89,12 +56,8 @@ void rope_forward(float *x, const int *pos, const float *cos_t, const float *sin
 void rope_backward(float *dx, const int *pos, const float *cos_t, const float *sin_t, int N,
                    int n_heads, int head_size);
 
-// attention_forward/backward process queries in blocks of ATTENTION_BLOCK
-// rows with sgemm, each block against the keys up to its last row only.
-#define ATTENTION_BLOCK 64
-
 // Floats of scratch attention_forward/backward need for a longest sequence
-// of max_T tokens: two (min(T, ATTENTION_BLOCK), T) tiles.
+// of max_T tokens: two (T, T) tiles.
 size_t attention_scratch_floats(int max_T);
 
 // Causal self-attention with grouped-query heads, per sequence and per head:
@@ -112,35 +75,12 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
                         const float *row_inv, const int *offsets, int n_seqs, int NH, int NKV,
                         int HS);
 
-// One task of each of the above, as fused kernels (no sgemm: vector code
-// over blocks of query rows, exact causal extent, same math up to rounding):
-// the sequence of tokens o .. o+T-1. scratch: attention_task_scratch_floats
-// (longest sequence, head size) floats per concurrent task.
-// Forward: query head h (out, row_max, row_inv rows of that head only).
-// Backward: kv head kh with all NH/NKV query heads that read it, so the task
-// owns its dk and dv slices; slices of dq (heads of the group), dk and dv
-// are accumulated (+=) like attention_backward. When cos_t is not NULL the
-// task then applies rope_backward to its dq and dk slices (pos indexed by
-// token, as rope_backward).
-size_t attention_task_scratch_floats(int max_T, int head_size);
-void attention_forward_task(float *out, float *row_max, float *row_inv, float *scratch,
-                            const float *q, const float *k, const float *v, int o, int T, int h,
-                            int NH, int NKV, int HS);
-void attention_backward_task(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                             const float *q, const float *k, const float *v, const float *row_max,
-                             const float *row_inv, int o, int T, int kh, int NH, int NKV, int HS,
-                             const int *pos, const float *cos_t, const float *sin_t);
-
 // out (N, H) = silu(h1) * h3 (the elementwise part of SwiGLU; h1 = x W1^T,
 // h3 = x W3^T come from matmul_forward). out may alias neither input.
 void swiglu_forward(float *out, const float *h1, const float *h3, size_t n);
 // dh1, dh3 (N, H) += gradients given dout (N, H).
 void swiglu_backward(float *dh1, float *dh3, const float *dout, const float *h1, const float *h3,
                      size_t n);
-// The backward in place, for a backward that no longer needs h1 and h3:
-// prod = silu(h1) * h3 (the forward's output, for the W2 gradient), then
-// h1 := dh1 and h3 := dh3 (overwritten, not accumulated).
-void swiglu_backward_inplace(float *prod, float *h1, float *h3, const float *dout, size_t n);
 
 // Classifier over M gathered rows that all have a target:
 // logits (M, V) = x (M, D) @ wcls^T; logp[i] = log_softmax(logits_i)[targets[i]].
@@ -153,28 +93,5 @@ void logsoftmax_gather_forward(float *logp, float *probs, const float *x, const 
 void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const float *dlogp,
                                 const float *x, const float *wcls, const int *targets, int M, int D,
                                 int V);
-
-// The classifier without an (M, V) buffer, in two task kinds:
-//
-// classifier_forward_rows: R rows x (R, D) against the whole vocabulary in
-// tiles of vb columns (scratch: R * vb floats): logp[i] as above, lse_m[i]
-// the row's max logit and lse_l[i] = log(sum(exp(logit - max))), so that
-// softmax(logits_i) = exp((logit - lse_m[i]) - lse_l[i]). With E non-NULL
-// also E (R, D) = softmax(logits) @ wcls, the expected classifier row, which
-// makes dx a per-row expression: dx_i += dlogp_i * (wcls[target_i] - E_i).
-// scratch: classifier_scratch_floats(R, vb) floats (8-byte aligned).
-size_t classifier_scratch_floats(int R, int vb);
-void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *E, float *scratch,
-                             const float *x, const float *wcls, const int *targets, int R, int D,
-                             int V, int vb);
-// dx (M, D) += dlogp_i * (wcls[target_i] - E_i).
-void classifier_backward_dx(float *dx, const float *dlogp, const float *E, const float *wcls,
-                            const int *targets, int M, int D);
-// dwcls rows v0 .. v0+vb-1 += dlogits^T x over all M rows (taken rb rows at a
-// time in row order; scratch: rb * (vb + 16) floats), dlogits recomputed from
-// lse_m, lse_l: dlogp_i * (onehot(target_i) - softmax_i).
-void classifier_backward_tile(float *dwcls, float *scratch, const float *dlogp, const float *x,
-                              const float *wcls, const int *targets, const float *lse_m,
-                              const float *lse_l, int M, int D, int v0, int vb, int rb);
 
 #endif

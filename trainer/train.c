@@ -961,7 +961,6 @@ static int load_policy(Trainer *t) {
         goto fail;
     }
     if (model_create(&t->policy, &t->cfg, 1, t->err) != 0) goto fail;
-    model_set_threads(t->policy, r->threads);
     t->P = model_param_count(&t->cfg);
     if (params)
         memcpy(model_params(t->policy), params, t->P * sizeof(float));
@@ -1000,7 +999,6 @@ static int load_tokenizer(Trainer *t) {
 static int load_reference(Trainer *t) {
     const Recipe *r = t->r;
     if (model_create(&t->ref, &t->cfg, 0, t->err) != 0) return -1;
-    model_set_threads(t->ref, r->threads);
     if (!r->reference_model) {
         memcpy(model_params(t->ref), model_params(t->policy), t->P * sizeof(float));
     } else {
@@ -1250,9 +1248,7 @@ int train_run(const Recipe *r, const TrainHooks *hooks, TrainResult *res, BsErro
         return bs_fail(err, "invalid_recipe", "data", "%s needs data: preference",
                        recipe_method_name(r->method));
     }
-    // The models run r->threads threads of their own over single-threaded
-    // OpenBLAS (model_set_threads); 0 leaves the count to OpenBLAS's default.
-    if (r->threads > 0) openblas_set_num_threads(1);
+    if (r->threads > 0) openblas_set_num_threads(r->threads);
     if (mkdir_p(r->output_dir, err) != 0) return -1;
     if (path_join(t->ckpt_dir, sizeof t->ckpt_dir, r->output_dir, "checkpoints", err) != 0)
         return -1;
