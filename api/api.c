@@ -43,14 +43,8 @@ static void lease_release(void *p) {
 
 // A pooled connection returned to the pool when the request completes.
 static Db *req_db(HttpRequest *req, ApiContext *api) {
-    BsError err;
-    bs_error_clear(&err);
-    Db *db = dbpool_acquire(api->pool, &err);
-    if (!db) {
-        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
-                         err.message);
-        return NULL;
-    }
+    Db *db = dbpool_acquire_or_reply(api->pool, req);
+    if (!db) return NULL;
     DbLease *l = http_alloc(req, sizeof(*l));
     if (!l) {
         dbpool_release(api->pool, db);
@@ -458,14 +452,10 @@ static void h_job_get(HttpRequest *req, void *user) {
     ApiContext *api = user;
     const char *id = req_job_id(req);
     if (!id) return;
+    Db *db = dbpool_acquire_or_reply(api->pool, req);
+    if (!db) return;
     BsError err;
     bs_error_clear(&err);
-    Db *db = dbpool_acquire(api->pool, &err);
-    if (!db) {
-        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
-                         err.message);
-        return;
-    }
     char *text = NULL;
     size_t len = 0;
     int rc = db_job_get_text(db, id, &text, &len, &err);
@@ -829,14 +819,8 @@ static void h_job_events(HttpRequest *req, void *user) {
     }
     // Not req_db: a stream's request lives as long as the stream, and a lease
     // held that long would pin one pooled connection per subscriber.
-    BsError err;
-    bs_error_clear(&err);
-    Db *db = dbpool_acquire(api->pool, &err);
-    if (!db) {
-        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
-                         err.message);
-        return;
-    }
+    Db *db = dbpool_acquire_or_reply(api->pool, req);
+    if (!db) return;
     cJSON *job = req_job(req, db, id);
     dbpool_release(api->pool, db);
     if (!job) return;

@@ -106,6 +106,16 @@ Db *dbpool_acquire(DbPool *p, BsError *err) {
     return db;
 }
 
+Db *dbpool_acquire_or_reply(DbPool *p, HttpRequest *req) {
+    BsError err;
+    bs_error_clear(&err);
+    Db *db = dbpool_acquire(p, &err);
+    if (!db)
+        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
+                         err.message);
+    return db;
+}
+
 void dbpool_release(DbPool *p, Db *db) {
     if (!db) return;
     pthread_mutex_lock(&p->mu);

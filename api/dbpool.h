@@ -12,6 +12,7 @@
 
 #include "bs.h"
 #include "db.h"
+#include "http.h"
 
 typedef struct DbPool DbPool;
 
@@ -31,6 +32,9 @@ void dbpool_free(DbPool *p);
 // with dbpool_release and must not hold two at once (it could wait on itself).
 Db *dbpool_acquire(DbPool *p, BsError *err);
 void dbpool_release(DbPool *p, Db *db);
+// dbpool_acquire for a handler: on failure it answers req itself (503
+// unavailable, the error's code) and returns NULL, so the handler just returns.
+Db *dbpool_acquire_or_reply(DbPool *p, HttpRequest *req);
 // The database path the pool opens (owned by the pool).
 const char *dbpool_path(const DbPool *p);
 

@@ -669,14 +669,10 @@ void api_job_generate(HttpRequest *req, void *user) {
 
     // The job and its sources, with a pooled connection given back before
     // the CPU work starts.
+    Db *db = dbpool_acquire_or_reply(api->pool, req);
+    if (!db) return;
     BsError err;
     bs_error_clear(&err);
-    Db *db = dbpool_acquire(api->pool, &err);
-    if (!db) {
-        http_reply_error(req, 503, "unavailable", err.code, NULL, "database unavailable: %s",
-                         err.message);
-        return;
-    }
     DbJob job;
     Recipe r;
     GenSource src;

@@ -285,6 +285,29 @@ static void stmt_done(sqlite3_stmt *st) {
     if (st) sqlite3_reset(st);
 }
 
+// Runs the one-row statement `which` for job id (bound as ?1) and returns it
+// positioned on the row; the caller reads the columns, then stmt_done. NULL
+// with err ("not_found", or the SQLite error while reading `what`) and the
+// statement already reset. id must outlive the statement's use (bound static).
+static sqlite3_stmt *job_row(Db *db, StmtId which, const char *id, const char *what,
+                             BsError *err) {
+    if (!id) {
+        bs_fail(err, "invalid_argument", "id", "job id is NULL");
+        return NULL;
+    }
+    sqlite3_stmt *st = stmt_get(db, which, err);
+    if (!st) return NULL;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) return st;
+    stmt_done(st);
+    if (rc == SQLITE_DONE)
+        bs_fail(err, "not_found", "id", "no job %s", id);
+    else
+        db_fail(db, err, rc, what);
+    return NULL;
+}
+
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
     if (s)
         sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
@@ -435,19 +458,8 @@ static int job_must_exist(Db *db, const char *id, BsError *err) {
 }
 
 static int job_status_of(Db *db, const char *id, JobStatus *out, BsError *err) {
-    if (!id) return bs_fail(err, "invalid_argument", "id", "job id is NULL");
-    sqlite3_stmt *st = stmt_get(db, ST_JOB_STATUS, err);
+    sqlite3_stmt *st = job_row(db, ST_JOB_STATUS, id, "read job status", err);
     if (!st) return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        stmt_done(st);
-        return bs_fail(err, "not_found", "id", "no job %s", id);
-    }
-    if (rc != SQLITE_ROW) {
-        stmt_done(st);
-        return db_fail(db, err, rc, "read job status");
-    }
     int ok = db_status_parse((const char *)sqlite3_column_text(st, 0), out) == 0;
     stmt_done(st);
     if (!ok) return bs_fail(err, "db", "status", "job %s has an unknown status", id);
@@ -764,19 +776,8 @@ fail_noroll:
 
 int db_job_get(Db *db, const char *id, cJSON **out, BsError *err) {
     *out = NULL;
-    if (!id) return bs_fail(err, "invalid_argument", "id", "job id is NULL");
-    sqlite3_stmt *st = stmt_get(db, ST_JOB_GET, err);
+    sqlite3_stmt *st = job_row(db, ST_JOB_GET, id, "read job", err);
     if (!st) return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        stmt_done(st);
-        return bs_fail(err, "not_found", "id", "no job %s", id);
-    }
-    if (rc != SQLITE_ROW) {
-        stmt_done(st);
-        return db_fail(db, err, rc, "read job");
-    }
     *out = job_row_json(st);
     stmt_done(st);
     if (!*out) return bs_fail(err, "oom", "", "out of memory reading job %s", id);
@@ -970,19 +971,8 @@ int db_job_get_text(Db *db, const char *id, char **out, size_t *len, BsError *er
         *len = e->text_len;
         return 0;
     }
-    sqlite3_stmt *st = stmt_get(db, ST_JOB_RENDER, err);
+    sqlite3_stmt *st = job_row(db, ST_JOB_RENDER, id, "read job", err);
     if (!st) return -1;
-    // STATIC: id outlives the step, and stmt_get clears bindings before reuse.
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        stmt_done(st);
-        return bs_fail(err, "not_found", "id", "no job %s", id);
-    }
-    if (rc != SQLITE_ROW) {
-        stmt_done(st);
-        return db_fail(db, err, rc, "read job");
-    }
     KeyCol cols[KEY_COLS];
     if (job_row_cols(st, cols) < 0) {
         stmt_done(st);
@@ -1032,19 +1022,8 @@ int db_job_get_text(Db *db, const char *id, char **out, size_t *len, BsError *er
 
 int db_job_load(Db *db, const char *id, DbJob *out, BsError *err) {
     memset(out, 0, sizeof *out);
-    if (!id) return bs_fail(err, "invalid_argument", "id", "job id is NULL");
-    sqlite3_stmt *st = stmt_get(db, ST_JOB_GET, err);
+    sqlite3_stmt *st = job_row(db, ST_JOB_GET, id, "read job", err);
     if (!st) return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        stmt_done(st);
-        return bs_fail(err, "not_found", "id", "no job %s", id);
-    }
-    if (rc != SQLITE_ROW) {
-        stmt_done(st);
-        return db_fail(db, err, rc, "read job");
-    }
     int oom = 0;
     snprintf(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(st, C_ID));
     int bad_status =
@@ -1403,20 +1382,8 @@ int db_metrics_append(Db *db, const char *job_id, const MetricRow *rows, int n, 
     char *text = NULL;
     if (db_begin(db, err) != 0) return -1;
 
-    sqlite3_stmt *st = stmt_get(db, ST_JOB_LATEST, err);
+    sqlite3_stmt *st = job_row(db, ST_JOB_LATEST, job_id, "read job", err);
     if (!st) goto fail;
-    sqlite3_bind_text(st, 1, job_id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        stmt_done(st);
-        bs_fail(err, "not_found", "id", "no job %s", job_id);
-        goto fail;
-    }
-    if (rc != SQLITE_ROW) {
-        stmt_done(st);
-        db_fail(db, err, rc, "read job");
-        goto fail;
-    }
     const char *old = (const char *)sqlite3_column_text(st, 0);
     latest = old ? cJSON_Parse(old) : NULL;
     if (latest && !cJSON_IsObject(latest)) {
