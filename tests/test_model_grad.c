@@ -711,9 +711,14 @@ static void test_model_tiny(int shared) {
                  pr[i].count, pr[i].decay ? 12 : (int)pr[i].count);
     }
 
-    // Gradients accumulate: a second backward doubles them.
+    // The backward consumed the activations: a second one needs a forward.
+    CHECK(model_backward(m, &b, dl, &err) == -1 && strcmp(err.code, "invalid_argument") == 0);
+    // Gradients accumulate: a second forward and backward doubles them.
     float *g1 = malloc(sizeof(float) * P);
     memcpy(g1, model_grads(m), sizeof(float) * P);
+    float lp1[20];
+    CHECK(model_forward(m, &b, lp1, 1, &err) == 0);
+    CHECK(memcmp(lp1, logp, sizeof logp) == 0);
     CHECK(model_backward(m, &b, dl, &err) == 0);
     int bad = 0;
     for (size_t i = 0; i < P; i++)
@@ -776,6 +781,57 @@ static void test_model_tiny(int shared) {
     free(g1), free(r.p), free(r.logp);
     model_free(m);
     model_free(f);
+}
+
+// A batch of several backward chunks (the last one partial) whose row
+// blocks and chunks cut through sequences: every weight gradient against
+// finite differences of the naive double reference, so the chunked weight
+// gradients, the in-place backward and the recomputed norms are checked
+// beyond a single chunk.
+static void test_model_chunks(void) {
+    ModelConfig c = {.dim = 8,
+                     .hidden_dim = 12,
+                     .n_layers = 2,
+                     .n_heads = 2,
+                     .n_kv_heads = 1,
+                     .vocab_size = 11,
+                     .seq_len = 300,
+                     .shared_classifier = 0,
+                     .norm_eps = 1e-5f,
+                     .rope_theta = 10000.0f};
+    BsError err;
+    Model *m;
+    CHECK(model_create(&m, &c, 1, &err) == 0);
+    fill_test_params(m);
+    size_t P = model_param_count(&c);
+    enum { N = 600 };
+    int offsets[4] = {0, 300, 341, N}, n_seqs = 3;
+    int *tokens = malloc(sizeof(int) * N), *targets = malloc(sizeof(int) * N);
+    float *logp = malloc(sizeof(float) * N), *dl = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++)
+        tokens[i] = rng_int(c.vocab_size);
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = offsets[s]; i < offsets[s + 1]; i++)
+            targets[i] = i + 1 < offsets[s + 1] && i % 7 != 3 ? tokens[i + 1] : -1;
+    ModelBatch b = {n_seqs, offsets, tokens, targets};
+    CHECK(model_forward(m, &b, logp, 1, &err) == 0);
+    RefModel r = {&c, &b, to_d(model_params(m), P), dl, malloc(sizeof(double) * N)};
+    ref_model_forward(&c, r.p, &b, r.logp);
+    check_out("model logp vs naive reference (multi-chunk batch)", logp, r.logp, N, 0, 2e-5);
+    for (int i = 0; i < N; i++)
+        dl[i] = targets[i] >= 0 ? (float)rng_normal() / 16 : 1000.0f;
+    model_zero_grads(m);
+    CHECK(model_backward(m, &b, dl, &err) == 0);
+    ParamRange pr[12];
+    int nr = model_param_ranges(&c, pr, 12);
+    char name[96];
+    for (int i = 0; i < nr; i++) {
+        snprintf(name, sizeof name, "model d%s (multi-chunk batch)", pr[i].name);
+        fd_check(name, ref_model_loss, &r, r.p + pr[i].offset, model_grads(m) + pr[i].offset,
+                 pr[i].count, 12);
+    }
+    free(tokens), free(targets), free(logp), free(dl), free(r.p), free(r.logp);
+    model_free(m);
 }
 
 static void test_layout_and_init(void) {
@@ -1005,6 +1061,7 @@ int main(void) {
     test_classifier();
     test_model_tiny(1);
     test_model_tiny(0);
+    test_model_chunks();
     test_layout_and_init();
     test_classifier_chunks();
     test_aidreams_greedy();

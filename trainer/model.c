@@ -3,25 +3,48 @@
 // batch, built from the op pairs of ops.c.
 //
 // Activations (per layer, N tokens of the batch; kept only with
-// keep_activations, otherwise one slot is reused by every layer):
-//   res_in (N,D) xn1 (N,D) rstd1 (N) q (N,D) k (N,KVD) v (N,KVD)
-//   att_max (N,NH) att_inv (N,NH) att (N,D) res_mid (N,D) xn2 (N,D) rstd2 (N)
-//   h1 (N,H) h3 (N,H)
-// plus res_out (N,D), xnf (N,D), rstdf (N) after the last layer.
-// Attention probabilities are NOT stored: the forward keeps each row's max
-// and 1/sum of exp, and the backward recomputes the (T,T) probabilities of
-// one (sequence, head) at a time with the same sgemm and expf calls, so they
-// are bit-identical to the forward's while memory stays O(N) instead of
-// O(sum T^2 * NH * L). The SwiGLU product silu(h1)*h3 is likewise recomputed.
-// The classifier runs only over the M rows that have a target, in chunks of
-// at most CLS_CHUNK_FLOATS / V rows; when all M rows fit in one chunk the
-// softmax probabilities are kept for the backward, else they are recomputed.
+// keep_activations, otherwise one slot is reused by every layer and the
+// token-local ones live in per-thread scratch):
+//   res_in (N,D) rstd1 (N) q (N,D) k (N,KVD) v (N,KVD) att_max (N,NH)
+//   att_inv (N,NH) att (N,D) res_mid (N,D) rstd2 (N) h1 (N,H) h3 (N,H)
+// plus res_out (N,D), rstdf (N) after the last layer and, for the M rows with
+// a target, their normed inputs xg (M,D), softmax max and log-sum (M each)
+// and, kept, E (M,D) = softmax @ wcls. A forward-only slot has no res_mid,
+// h1, h3; its attention output is written over q and the last layer's
+// output over res_in (both dead by then).
+// The normed inputs of the layers (rmsnorm outputs) are not kept: the
+// backward recomputes them from res_in / res_mid and the kept rstd, bit for
+// bit (rmsnorm_apply). Attention probabilities are NOT stored: the forward
+// keeps each row's max and 1/sum of exp, and the backward recomputes them
+// block by block, so memory stays O(N) instead of O(sum T^2 * NH * L). The SwiGLU product
+// silu(h1)*h3 is likewise recomputed. The classifier never holds an (M, V)
+// buffer either: the forward runs an online softmax over vocabulary tiles
+// and keeps E, which turns dx into a per-row expression; the backward
+// recomputes the logits one vocabulary tile at a time for dwcls.
+//
+// The backward consumes the activations (as torch frees its graph after
+// backward), using those it has read as its working memory: dh1, dh3 are
+// written over h1, h3, datt over res_mid, then dq over datt, dk over k and
+// dv over v, and the (N, D) gradient of the residual stream over res_out,
+// updated in place from the classifier down to the embedding. Apart from
+// them it holds two slots of bwd_chunk rows for the weight gradients: each
+// weight gradient accumulates over the batch one chunk at a time, in chunk
+// order, while the row blocks of the next chunk run (see task_ffn_backward),
+// so no other (N, *) buffer exists and the result does not depend on the
+// thread count.
+//
+// Parallelism: every op runs in regions of independent tasks on the model's
+// own pool (see the task functions below) with single-threaded OpenBLAS, so
+// small matmuls, attention and element-wise work all use every thread and
+// nothing is oversubscribed.
 #include "model.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "ops.h"
 
@@ -32,9 +55,6 @@
 #define MAX_LAYERS 1024
 #define MAX_VOCAB (1 << 24)
 #define MAX_SEQ_LEN (1 << 20)
-
-// Logits scratch budget (floats) of one classifier chunk: 64 MiB.
-#define CLS_CHUNK_FLOATS ((size_t)16 << 20)
 
 static int mul_sz(size_t a, size_t b, size_t *out) {
     return __builtin_mul_overflow(a, b, out) ? -1 : 0;
@@ -161,9 +181,29 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // ---------------------------------------------------------------------------
 // The model object
 
+// Work split (ops.h explains the threading). Row blocks of ROW_BLOCK tokens
+// carry every token-local op (norms, projections, RoPE, SwiGLU, residuals);
+// attention runs one task per (sequence, head); each weight gradient is one
+// task (one sgemm over all N tokens). Block sizes are constants, never
+// derived from the thread count, so the arithmetic is the same for any
+// number of threads.
+#define ROW_BLOCK 256
+// Classifier forward: CLS_ROWS target rows per task, vocabulary tiles of
+// CLS_VB logits. Backward: one task per CLS_BWD_VB vocabulary rows, over the
+// target rows CLS_BWD_ROWS at a time. Small models use fewer rows
+// (cls_tile_rows).
+#define CLS_ROWS 384
+#define CLS_VB 1024
+#define CLS_BWD_VB 512
+#define CLS_BWD_ROWS 512
+#define MAX_THREADS 256
+// Backward: each weight gradient is split into WSPLIT tasks over its output
+// rows (and accumulates over bwd_chunk rows at a time).
+#define WSPLIT 2
+
 typedef struct {
-    float *res_in, *xn1, *rstd1, *q, *k, *v, *att_max, *att_inv, *att, *res_mid, *xn2, *rstd2;
-    float *h1, *h3;
+    float *res_in, *rstd1, *q, *k, *v, *att_max, *att_inv, *att, *res_mid, *rstd2;
+    float *h1, *h3; // res_mid, h1, h3 NULL in a forward-only slot (att == q there)
 } LayerActs;
 
 struct Model {
@@ -172,80 +212,131 @@ struct Model {
     float *params, *grads;      // (P) each; grads NULL when frozen
     ModelTensors w, g;          // views into params / grads
     float *rope_cos, *rope_sin; // (seq_len, HS/2)
+    int threads;                // model_set_threads; 0: openblas_get_num_threads()
+    int cls_rows, cls_bwd_rows; // cls_tile_rows
+    OpsPool *pool;              // NULL with one thread
+    int pool_n;
 
-    // Buffers grow (realloc) to the largest batch seen; contents are
-    // per-forward, so growth never needs to preserve them.
-    float *acts;      // layer activations (1 or L slots) + final norm
-    size_t acts_cap;  // bytes
-    LayerActs *slots; // (L)
-    float *res_out, *xnf, *rstdf;
-    float *fwd; // tmp_d (N,D), tmp_h (N,H), xg (N,D), cls_logp (N), cls_g (N)
-    size_t fwd_cap;
-    float *tmp_d, *tmp_h, *xg, *cls_logp, *cls_g;
-    int *ints; // pos (N), rows (N), tg (N)
+    // Buffers grow to the largest batch seen (64-byte aligned); contents
+    // are per-call, so growth never needs to preserve them.
+    float *acts; // layer slots (L kept, or 1 forward-only), then the classifier's
+    size_t acts_cap;
+    LayerActs *slots;        // (L)
+    float *res_out, *rstdf;  // (N, D), (N)
+    float *xg, *E;           // (M, D) normed rows with a target; E kept only
+    float *lse_m, *lse_l;    // (M) softmax max and log-sum of each row
+    float *cls_logp, *cls_g; // (M)
+    int *ints;               // pos, rows, tg, rowg (N each), seq_order (n_seqs)
     size_t ints_cap;
-    int *pos, *rows, *tg;
-    float *att_scratch;
-    size_t att_cap;
-    float *probs; // (chunk rows, V)
-    size_t probs_cap;
-    float *bwd; // dres, dxn, dq, datt (N,D); dk, dv (N,KVD); dh1, dh3 (N,H)
+    int *pos, *rows, *tg, *rowg, *seq_order;
+    int n_att;      // non-empty sequences (entries of seq_order)
+    float *scratch; // per thread: scratch_floats each
+    size_t scratch_cap, scratch_floats;
+    float *part; // (row blocks, D) RMSNorm weight-gradient partials
+    size_t part_cap;
+    float *bwd; // 2 chunk slots of gout, xn (C, D) and prod (C, H) each
     size_t bwd_cap;
 
     // What the last forward left behind for model_backward.
-    int have_acts, last_N, last_M, last_n_seqs, max_T, cls_chunk, cls_kept;
+    int have_acts, last_N, last_M, last_n_seqs, max_T;
 };
 
-// Per-token float counts of the buffers above.
-static size_t layer_floats(const ModelConfig *c) {
+// Per-token floats of a kept layer slot and of a forward-only one.
+static size_t layer_floats(const ModelConfig *c, int keep) {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, NH = (size_t)c->n_heads;
     size_t KVD = (size_t)c->n_kv_heads * (D / NH);
-    return 6 * D + 2 * KVD + 2 * NH + 2 * H + 2;
+    return keep ? 4 * D + 2 * KVD + 2 * NH + 2 * H + 2 : 2 * D + 2 * KVD + 2 * NH + 2;
 }
 
-static size_t bwd_floats(const ModelConfig *c) {
-    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim;
-    size_t KVD = (size_t)c->n_kv_heads * (D / (size_t)c->n_heads);
-    return 4 * D + 2 * KVD + 2 * H;
+// Rows per backward chunk, a function of the config alone: two row blocks,
+// so that the first region of a chunked phase has a row block for each of
+// two threads; one for models with dim < 256, whose backward is too short
+// for that to matter and whose chunk slots would otherwise be a noticeable
+// share of their memory.
+static int bwd_chunk(const ModelConfig *c) {
+    return c->dim >= 256 ? 2 * ROW_BLOCK : ROW_BLOCK;
 }
 
-static size_t fwd_floats(const ModelConfig *c) {
-    return 2 * (size_t)c->dim + (size_t)c->hidden_dim + 2;
+// Rows of a backward chunk slot for an N-token batch.
+static size_t chunk_cap(const ModelConfig *c, size_t N) {
+    size_t C = (size_t)bwd_chunk(c);
+    return N < C ? N : C;
 }
 
-static size_t cls_chunk_rows(const ModelConfig *c) {
-    size_t r = CLS_CHUNK_FLOATS / (size_t)c->vocab_size;
-    return r ? r : 1;
+// Floats of one chunk slot per row: gout and recomputed xn (D each), prod (H).
+static size_t slot_floats(const ModelConfig *c) {
+    return 2 * (size_t)c->dim + (size_t)c->hidden_dim;
 }
 
-// Bytes of each buffer for a batch; -1 on overflow.
+static size_t max_sz(size_t a, size_t b) {
+    return a > b ? a : b;
+}
+
+// Target rows of a classifier forward task (backward 0) or of one pass of a
+// backward tile (1): CLS_ROWS / CLS_BWD_ROWS, fewer (multiples of 16, at
+// least 64) where that logits tile would outgrow the scratch a forward-only
+// row block needs anyway, so that a small model's per-thread scratch stays
+// in proportion to it. A function of the config alone: forward-only and
+// kept passes and every thread count use the same tiles.
+static int cls_tile_rows(const ModelConfig *c, int backward) {
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
+    size_t vmax = backward ? CLS_BWD_VB : CLS_VB, vb = V < vmax ? V : vmax;
+    size_t cap = backward ? CLS_BWD_ROWS : CLS_ROWS;
+    size_t rows = ((size_t)ROW_BLOCK * (3 * D + 2 * H) / (vb + 16)) & ~(size_t)15;
+    return (int)(rows < 64 ? 64 : rows > cap ? cap : rows);
+}
+
+// Scratch floats one thread needs (rounded to 64 bytes).
+static size_t thread_floats(const ModelConfig *c, size_t max_T, int keep, int backward) {
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, RB = ROW_BLOCK;
+    // task_ffn: tmp, xn2 (D) and prod (H); forward-only also res_mid, h1, h3.
+    size_t f = keep ? RB * (2 * D + H) : RB * (3 * D + 2 * H);
+    f = max_sz(f, attention_task_scratch_floats((int)max_T, c->dim / c->n_heads));
+    int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB, vb2 = V < CLS_BWD_VB ? V : CLS_BWD_VB;
+    f = max_sz(f, classifier_scratch_floats(cls_tile_rows(c, 0), vb));
+    if (backward) {
+        f = max_sz(f, (size_t)cls_tile_rows(c, 1) * (size_t)(vb2 + 16));
+        f = max_sz(f, RB * (H + D)); // dprod and dxn of a backward row block
+    }
+    return (f + 15) & ~(size_t)15;
+}
+
+// Bytes of each buffer for a batch; -1 on overflow. The sizes stay far below
+// overflow for any config model_config_validate accepts and any int N, but
+// are checked anyway.
 typedef struct {
-    size_t acts, fwd, ints, att, probs, bwd;
+    size_t acts, ints, scratch, part, bwd;
 } BufSizes;
 
-static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t max_T, size_t slots,
-                     int backward, BufSizes *s) {
-    size_t t;
+static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t n_seqs, size_t max_T,
+                     int keep, int threads, BufSizes *s) {
+    size_t t, u, D = (size_t)c->dim;
+    size_t slots = keep ? (size_t)c->n_layers : 1;
     memset(s, 0, sizeof *s);
-    size_t rows = M < cls_chunk_rows(c) ? M : cls_chunk_rows(c);
-    if (mul_sz(layer_floats(c), slots, &t) || add_sz(t, 2 * (size_t)c->dim + 1, &t) ||
-        mul_sz(t, N, &t) || mul_sz(t, sizeof(float), &s->acts))
+    // slots, res_out (kept only) + rstdf (N), xg (+ E) + 4 per row (M)
+    if (mul_sz(layer_floats(c, keep), slots, &t) || add_sz(t, keep ? D + 1 : 1, &t) ||
+        mul_sz(t, N, &t) || mul_sz(D, keep ? 2 : 1, &u) || add_sz(u, 4, &u) || mul_sz(u, M, &u) ||
+        add_sz(t, u, &t) || mul_sz(t, sizeof(float), &s->acts))
         return -1;
-    if (mul_sz(fwd_floats(c), N, &t) || mul_sz(t, sizeof(float), &s->fwd)) return -1;
-    if (mul_sz(3, N, &t) || mul_sz(t, sizeof(int), &s->ints)) return -1;
-    if (mul_sz(max_T, max_T, &t) || mul_sz(t, 2 * sizeof(float), &s->att)) return -1;
-    if (mul_sz(rows, (size_t)c->vocab_size, &t) || mul_sz(t, sizeof(float), &s->probs)) return -1;
-    if (backward && (mul_sz(bwd_floats(c), N, &t) || mul_sz(t, sizeof(float), &s->bwd))) return -1;
+    if (mul_sz(4, N, &t) || add_sz(t, n_seqs, &t) || mul_sz(t, sizeof(int), &s->ints)) return -1;
+    if (mul_sz(thread_floats(c, max_T, keep, keep), (size_t)threads, &t) ||
+        mul_sz(t, sizeof(float), &s->scratch))
+        return -1;
+    if (keep) {
+        if (mul_sz((N + ROW_BLOCK - 1) / ROW_BLOCK, D * sizeof(float), &s->part)) return -1;
+        if (mul_sz(slot_floats(c), 2 * chunk_cap(c, N), &t) || mul_sz(t, sizeof(float), &s->bwd))
+            return -1;
+    }
     return 0;
 }
 
 size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, int backward) {
     BufSizes s;
     size_t n = n_tokens > 0 ? (size_t)n_tokens : 0, T = max_seq > 0 ? (size_t)max_seq : 0;
-    if (buf_sizes(c, n, n, T, backward ? (size_t)c->n_layers : 1, backward, &s) != 0)
-        return SIZE_MAX;
+    size_t n_seqs = T > 0 ? (n + T - 1) / T : 0;
+    if (buf_sizes(c, n, n, n_seqs, T, backward, 1, &s) != 0) return SIZE_MAX;
     size_t total = 0;
-    size_t parts[] = {s.acts, s.fwd, s.ints, s.att, s.probs, s.bwd};
+    size_t parts[] = {s.acts, s.ints, s.scratch, s.part, s.bwd};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (add_sz(total, parts[i], &total)) return SIZE_MAX;
     return total;
@@ -254,9 +345,11 @@ size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, i
 static int ensure(void *pbuf, size_t *cap, size_t need, BsError *err) {
     void **buf = pbuf;
     if (need <= *cap) return 0;
-    void *p = realloc(*buf, need);
-    if (!p)
+    // Aligned for the vector kernels and sgemm; contents need not survive.
+    void *p = NULL;
+    if (posix_memalign(&p, 64, need) != 0)
         return bs_fail(err, "out_of_memory", "", "cannot allocate %zu bytes of activations", need);
+    free(*buf);
     *buf = p;
     *cap = need;
     return 0;
@@ -268,6 +361,9 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
     Model *m = calloc(1, sizeof *m);
     if (!m) return bs_fail(err, "out_of_memory", "", "cannot allocate a model");
     m->c = *c;
+    m->pool_n = 1;
+    m->cls_rows = cls_tile_rows(c, 0);
+    m->cls_bwd_rows = cls_tile_rows(c, 1);
     m->n_params = model_param_count(c);
     size_t half = (size_t)c->seq_len * (size_t)(c->dim / c->n_heads / 2);
     m->params = calloc(m->n_params, sizeof(float));
@@ -290,16 +386,16 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
 
 void model_free(Model *m) {
     if (!m) return;
+    ops_pool_free(m->pool);
     free(m->params);
     free(m->grads);
     free(m->rope_cos);
     free(m->rope_sin);
     free(m->slots);
     free(m->acts);
-    free(m->fwd);
     free(m->ints);
-    free(m->att_scratch);
-    free(m->probs);
+    free(m->scratch);
+    free(m->part);
     free(m->bwd);
     free(m);
 }
@@ -318,6 +414,10 @@ float *model_grads(Model *m) {
 
 void model_zero_grads(Model *m) {
     if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+}
+
+void model_set_threads(Model *m, int n_threads) {
+    m->threads = n_threads < 0 ? 0 : n_threads > MAX_THREADS ? MAX_THREADS : n_threads;
 }
 
 // Random numbers: splitmix64 (Steele, Lea & Flood 2014) over a 64-bit state
@@ -415,45 +515,187 @@ static int batch_check(const Model *m, const ModelBatch *b, int *N, int *M, int 
     return 0;
 }
 
-// Points the activation views at the buffers for a batch of N tokens.
-static void layout(Model *m, int N, int slots) {
+// Sizes the pool to the thread setting. A pool that cannot start leaves
+// the work to the caller's thread alone.
+static void pool_resize(Model *m) {
+    int want = m->threads > 0 ? m->threads : openblas_get_num_threads();
+    want = want < 1 ? 1 : want > MAX_THREADS ? MAX_THREADS : want;
+    if (want != m->pool_n) {
+        ops_pool_free(m->pool);
+        m->pool = NULL;
+        m->pool_n = 1;
+        if (want > 1 && ops_pool_create(&m->pool, want) == 0) m->pool_n = want;
+    }
+}
+
+// Sizes the pool for this call and makes OpenBLAS single-threaded while the
+// model's own threads call it; *blas_prev receives the setting to restore.
+static void threads_begin(Model *m, int *blas_prev) {
+    pool_resize(m);
+    *blas_prev = openblas_get_num_threads();
+    if (*blas_prev != 1) openblas_set_num_threads(1);
+}
+
+static void threads_end(int blas_prev) {
+    if (blas_prev != 1) openblas_set_num_threads(blas_prev);
+}
+
+OpsPool *model_pool(Model *m) {
+    pool_resize(m);
+    return m->pool;
+}
+
+// Points the activation views at the buffers for a batch of N tokens, M of
+// them with a target.
+static void layout(Model *m, int N, int M, int keep) {
     const ModelConfig *c = &m->c;
     size_t n = (size_t)N, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
     size_t NH = (size_t)c->n_heads, KVD = (size_t)c->n_kv_heads * (D / NH);
     float *p = m->acts;
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *a = &m->slots[l];
-        if (l >= slots) {
+        if (!keep && l > 0) {
             *a = m->slots[0];
             continue;
         }
+        memset(a, 0, sizeof *a);
         a->res_in = p, p += n * D;
-        a->xn1 = p, p += n * D;
         a->rstd1 = p, p += n;
         a->q = p, p += n * D;
         a->k = p, p += n * KVD;
         a->v = p, p += n * KVD;
         a->att_max = p, p += n * NH;
         a->att_inv = p, p += n * NH;
-        a->att = p, p += n * D;
-        a->res_mid = p, p += n * D;
-        a->xn2 = p, p += n * D;
         a->rstd2 = p, p += n;
-        a->h1 = p, p += n * H;
-        a->h3 = p, p += n * H;
+        a->att = a->q; // forward-only: q is dead once its attention output exists
+        if (keep) {
+            a->att = p, p += n * D;
+            a->res_mid = p, p += n * D;
+            a->h1 = p, p += n * H;
+            a->h3 = p, p += n * H;
+        }
     }
-    m->res_out = p, p += n * D;
-    m->xnf = p, p += n * D;
-    m->rstdf = p;
-    p = m->fwd;
-    m->tmp_d = p, p += n * D;
-    m->tmp_h = p, p += n * H;
-    m->xg = p, p += n * D;
-    m->cls_logp = p, p += n;
+    size_t mm = (size_t)M;
+    m->res_out = m->slots[0].res_in; // forward-only: the last layer's input is dead
+    if (keep) m->res_out = p, p += n * D;
+    m->rstdf = p, p += n;
+    m->xg = p, p += mm * D;
+    m->E = NULL;
+    if (keep) m->E = p, p += mm * D;
+    m->lse_m = p, p += mm;
+    m->lse_l = p, p += mm;
+    m->cls_logp = p, p += mm;
     m->cls_g = p;
     m->pos = m->ints;
     m->rows = m->ints + n;
     m->tg = m->ints + 2 * n;
+    m->rowg = m->ints + 3 * n;
+    m->seq_order = m->ints + 4 * n;
+}
+
+// ---------------------------------------------------------------------------
+// Tasks of the parallel regions. Each writes only its own rows / heads /
+// weight, so tasks of a region can run in any order on any thread.
+
+typedef struct {
+    Model *m;
+    const ModelBatch *b;
+    LayerActs *a;
+    float *next; // forward: the layer's output residual
+    // Backward: G (N, D) is dLoss/d(layer output), turned in place into
+    // d(res_mid), then into d(layer input); chunk slots (see bwd_chunk).
+    float *G, *gc[2], *xs[2], *pr[2];
+    int l, N, M, keep, n_rows;
+    int chunk_n, n_chunks; // backward: rows per chunk, chunks
+    int chunk, n_rowt;     // backward region: rows of chunk, dW of chunk - 1
+} Run;
+
+static float *tscratch(Model *m, int thread) {
+    return m->scratch + (size_t)thread * m->scratch_floats;
+}
+
+#define RUN_DIMS                                                                                   \
+    Model *m = r->m;                                                                               \
+    const ModelConfig *c = &m->c;                                                                  \
+    const ModelTensors *w = &m->w;                                                                 \
+    LayerActs *a = r->a;                                                                           \
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, NH = (size_t)c->n_heads;                 \
+    size_t HS = D / NH, NKV = (size_t)c->n_kv_heads, KVD = NKV * HS, l = (size_t)r->l;             \
+    (void)w, (void)a, (void)H, (void)KVD, (void)l
+
+// Row block of a task: rows r0 .. r0 + n - 1.
+#define ROW_RANGE(task)                                                                            \
+    size_t r0 = (size_t)(task)*ROW_BLOCK;                                                          \
+    int n = r->N - (int)r0 < ROW_BLOCK ? r->N - (int)r0 : ROW_BLOCK
+
+// rmsnorm, q k v projections and RoPE of a row block.
+static void task_qkv(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    ROW_RANGE(task);
+    float *xn = tscratch(m, thread);
+    rmsnorm_forward(xn, a->rstd1 + r0, a->res_in + r0 * D, w->rms_att + l * D, n, (int)D,
+                    c->norm_eps);
+    matmul_forward(a->q + r0 * D, xn, w->wq + l * D * D, n, (int)D, (int)D);
+    matmul_forward(a->k + r0 * KVD, xn, w->wk + l * KVD * D, n, (int)D, (int)KVD);
+    matmul_forward(a->v + r0 * KVD, xn, w->wv + l * KVD * D, n, (int)D, (int)KVD);
+    rope_forward(a->q + r0 * D, m->pos + r0, m->rope_cos, m->rope_sin, n, (int)NH, (int)HS);
+    rope_forward(a->k + r0 * KVD, m->pos + r0, m->rope_cos, m->rope_sin, n, (int)NKV, (int)HS);
+}
+
+// One (sequence, head) of causal attention, longest sequences first.
+static void task_attention(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    int s = m->seq_order[task / (int)NH], h = task % (int)NH;
+    int o = r->b->offsets[s], T = r->b->offsets[s + 1] - o;
+    attention_forward_task(a->att, a->att_max, a->att_inv, tscratch(m, thread), a->q, a->k, a->v, o,
+                           T, h, (int)NH, (int)NKV, (int)HS);
+}
+
+// Output projection, residual, rmsnorm and SwiGLU feed-forward of a row block.
+static void task_ffn(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    ROW_RANGE(task);
+    size_t lHD = l * H * D;
+    float *s = tscratch(m, thread), *tmp = s, *res_mid, *xn2, *h1, *h3, *prod;
+    s += (size_t)ROW_BLOCK * D;
+    xn2 = s, s += (size_t)ROW_BLOCK * D;
+    if (r->keep) {
+        res_mid = a->res_mid + r0 * D;
+        h1 = a->h1 + r0 * H, h3 = a->h3 + r0 * H, prod = s;
+    } else {
+        res_mid = s, s += (size_t)ROW_BLOCK * D;
+        h1 = s, s += (size_t)ROW_BLOCK * H;
+        h3 = s, prod = h1; // h1 is dead once the product is formed
+    }
+    size_t nD = (size_t)n * D;
+    matmul_forward(tmp, a->att + r0 * D, w->wo + l * D * D, n, (int)D, (int)D);
+    residual_forward(res_mid, a->res_in + r0 * D, tmp, nD);
+    rmsnorm_forward(xn2, a->rstd2 + r0, res_mid, w->rms_ffn + l * D, n, (int)D, c->norm_eps);
+    matmul_forward(h1, xn2, w->w1 + lHD, n, (int)D, (int)H);
+    matmul_forward(h3, xn2, w->w3 + lHD, n, (int)D, (int)H);
+    swiglu_forward(prod, h1, h3, (size_t)n * H);
+    matmul_forward(tmp, prod, w->w2 + lHD, n, (int)H, (int)D);
+    residual_forward(r->next + r0 * D, res_mid, tmp, nD);
+}
+
+// Final rmsnorm of the target rows and their log-probs: cls_rows of the M
+// gathered rows.
+static void task_cls_forward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    int R = m->cls_rows, k0 = task * R, nk = r->M - k0 < R ? r->M - k0 : R;
+    for (int k = k0; k < k0 + nk; k++) {
+        size_t i = (size_t)m->rows[k];
+        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
+                        (int)D, c->norm_eps);
+    }
+    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0,
+                            r->keep ? m->E + (size_t)k0 * D : NULL, tscratch(m, thread),
+                            m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk, (int)D, c->vocab_size,
+                            c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
 }
 
 int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err) {
@@ -464,82 +706,270 @@ int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activatio
         return bs_fail(err, "invalid_argument", "",
                        "a frozen model cannot keep activations for a backward pass");
     if (batch_check(m, b, &N, &M, &max_T, err) != 0) return -1;
-    int L = c->n_layers, D = c->dim, H = c->hidden_dim, V = c->vocab_size;
-    int NH = c->n_heads, NKV = c->n_kv_heads, HS = D / NH, KVD = NKV * HS;
-    int slots = keep_activations ? L : 1;
+    int L = c->n_layers, D = c->dim;
+    int NH = c->n_heads;
+    int keep = keep_activations ? 1 : 0, blas_prev;
+    threads_begin(m, &blas_prev);
     BufSizes s;
-    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)max_T, (size_t)slots, 0, &s) != 0)
-        return bs_fail(err, "out_of_memory", "", "activation sizes of a %d-token batch overflow",
-                       N);
-    if (ensure(&m->acts, &m->acts_cap, s.acts, err) || ensure(&m->fwd, &m->fwd_cap, s.fwd, err) ||
+    int rc = -1;
+    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)b->n_seqs, (size_t)max_T, keep, m->pool_n, &s) !=
+        0) {
+        bs_fail(err, "out_of_memory", "", "activation sizes of a %d-token batch overflow", N);
+        goto out;
+    }
+    if (ensure(&m->acts, &m->acts_cap, s.acts, err) ||
         ensure(&m->ints, &m->ints_cap, s.ints, err) ||
-        ensure(&m->att_scratch, &m->att_cap, s.att, err) ||
-        ensure(&m->probs, &m->probs_cap, s.probs, err))
-        return -1;
+        ensure(&m->scratch, &m->scratch_cap, s.scratch, err) ||
+        ensure(&m->part, &m->part_cap, s.part, err))
+        goto out;
+    m->scratch_floats = thread_floats(c, (size_t)max_T, keep, keep);
     if (N == 0) {
         m->last_N = m->last_M = m->last_n_seqs = 0;
-        m->have_acts = keep_activations;
-        return 0;
+        m->have_acts = keep;
+        rc = 0;
+        goto out;
     }
-    layout(m, N, slots);
-    const ModelTensors *w = &m->w;
-    size_t nD = (size_t)N * D;
-
+    layout(m, N, M, keep);
     ops_positions(m->pos, b->offsets, b->n_seqs);
-    embedding_forward(m->slots[0].res_in, b->tokens, w->tok_emb, N, D);
-    for (int l = 0; l < L; l++) {
-        LayerActs *a = &m->slots[l];
-        size_t lDD = (size_t)l * D * D, lKD = (size_t)l * KVD * D, lHD = (size_t)l * H * D;
-        // attention block
-        rmsnorm_forward(a->xn1, a->rstd1, a->res_in, w->rms_att + (size_t)l * D, N, D, c->norm_eps);
-        matmul_forward(a->q, a->xn1, w->wq + lDD, N, D, D);
-        matmul_forward(a->k, a->xn1, w->wk + lKD, N, D, KVD);
-        matmul_forward(a->v, a->xn1, w->wv + lKD, N, D, KVD);
-        rope_forward(a->q, m->pos, m->rope_cos, m->rope_sin, N, NH, HS);
-        rope_forward(a->k, m->pos, m->rope_cos, m->rope_sin, N, NKV, HS);
-        attention_forward(a->att, a->att_max, a->att_inv, m->att_scratch, a->q, a->k, a->v,
-                          b->offsets, b->n_seqs, NH, NKV, HS);
-        matmul_forward(m->tmp_d, a->att, w->wo + lDD, N, D, D);
-        residual_forward(a->res_mid, a->res_in, m->tmp_d, nD);
-        // feed-forward block
-        rmsnorm_forward(a->xn2, a->rstd2, a->res_mid, w->rms_ffn + (size_t)l * D, N, D,
-                        c->norm_eps);
-        matmul_forward(a->h1, a->xn2, w->w1 + lHD, N, D, H);
-        matmul_forward(a->h3, a->xn2, w->w3 + lHD, N, D, H);
-        swiglu_forward(m->tmp_h, a->h1, a->h3, (size_t)N * H);
-        matmul_forward(m->tmp_d, m->tmp_h, w->w2 + lHD, N, H, D);
-        float *next = (l == L - 1) ? m->res_out : m->slots[keep_activations ? l + 1 : 0].res_in;
-        residual_forward(next, a->res_mid, m->tmp_d, nD);
+    // Attention tasks longest sequence first, so the short ones fill in.
+    m->n_att = 0;
+    for (int q = 0; q < b->n_seqs; q++)
+        if (b->offsets[q + 1] > b->offsets[q]) m->seq_order[m->n_att++] = q;
+    for (int i = 1; i < m->n_att; i++) {
+        int q = m->seq_order[i], len = b->offsets[q + 1] - b->offsets[q], j = i;
+        for (; j > 0; j--) {
+            int p = m->seq_order[j - 1];
+            if (b->offsets[p + 1] - b->offsets[p] >= len) break;
+            m->seq_order[j] = p;
+        }
+        m->seq_order[j] = q;
     }
-    rmsnorm_forward(m->xnf, m->rstdf, m->res_out, w->rms_final, N, D, c->norm_eps);
-
-    // Classifier only over rows with a target, gathered into (M, D).
-    int r = 0;
+    int k = 0;
     for (int i = 0; i < N; i++) {
         logp[i] = 0.0f;
+        m->rowg[i] = -1;
         if (b->targets[i] < 0) continue;
-        m->rows[r] = i;
-        m->tg[r] = b->targets[i];
-        memcpy(m->xg + (size_t)r * D, m->xnf + (size_t)i * D, (size_t)D * sizeof(float));
-        r++;
+        m->rows[k] = i;
+        m->tg[k] = b->targets[i];
+        m->rowg[i] = k++;
     }
-    int chunk = (int)(M < (int)cls_chunk_rows(c) ? M : (int)cls_chunk_rows(c));
-    for (int r0 = 0; r0 < M; r0 += chunk) {
-        int mc = M - r0 < chunk ? M - r0 : chunk;
-        logsoftmax_gather_forward(m->cls_logp + r0, m->probs, m->xg + (size_t)r0 * D, w->wcls,
-                                  m->tg + r0, mc, D, V);
+
+    Run r = {.m = m, .b = b, .N = N, .M = M, .keep = keep};
+    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
+    embedding_forward(m->slots[0].res_in, b->tokens, m->w.tok_emb, N, D);
+    for (int l = 0; l < L; l++) {
+        r.l = l;
+        r.a = &m->slots[l];
+        r.next = (l == L - 1) ? m->res_out : m->slots[keep ? l + 1 : 0].res_in;
+        ops_pool_run(m->pool, task_qkv, &r, r.n_rows);
+        ops_pool_run(m->pool, task_attention, &r, m->n_att * NH);
+        ops_pool_run(m->pool, task_ffn, &r, r.n_rows);
     }
-    for (int k = 0; k < M; k++)
-        logp[m->rows[k]] = m->cls_logp[k];
+    ops_pool_run(m->pool, task_cls_forward, &r, (M + m->cls_rows - 1) / m->cls_rows);
+    for (int q = 0; q < M; q++)
+        logp[m->rows[q]] = m->cls_logp[q];
 
     m->last_N = N;
     m->last_M = M;
     m->last_n_seqs = b->n_seqs;
     m->max_T = max_T;
-    m->cls_chunk = chunk;
-    m->cls_kept = (M <= chunk); // one chunk: probs still hold every row
-    m->have_acts = keep_activations;
-    return 0;
+    m->have_acts = keep;
+    rc = 0;
+out:
+    threads_end(blas_prev);
+    return rc;
+}
+
+// dwcls for one vocabulary tile.
+static void task_cls_backward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    int v0 = task * CLS_BWD_VB, V = c->vocab_size, nv = V - v0 < CLS_BWD_VB ? V - v0 : CLS_BWD_VB;
+    classifier_backward_tile(m->g.wcls, tscratch(m, thread), m->cls_g, m->xg, w->wcls, m->tg,
+                             m->lse_m, m->lse_l, r->M, (int)D, v0, nv, m->cls_bwd_rows);
+}
+
+// Classifier dx and the final rmsnorm's backward of a row block: G, written
+// over res_out row by row once the row's rmsnorm backward has read it.
+static void task_final_backward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    ROW_RANGE(task);
+    float *dxn = tscratch(m, thread), *dx = dxn + D, *part = m->part + (size_t)task * D;
+    memset(part, 0, D * sizeof(float));
+    for (size_t i = r0; i < r0 + (size_t)n; i++) {
+        int k = m->rowg[i];
+        float *x = m->res_out + i * D; // becomes G's row
+        if (k < 0) {
+            memset(x, 0, D * sizeof(float));
+            continue;
+        }
+        memset(dxn, 0, 2 * D * sizeof(float));
+        classifier_backward_dx(dxn, m->cls_g + k, m->E + (size_t)k * D, w->wcls, m->tg + k, 1,
+                               (int)D);
+        rmsnorm_backward(dx, part, dxn, x, w->rms_final, m->rstdf + i, 1, (int)D);
+        memcpy(x, dx, D * sizeof(float));
+    }
+}
+
+// The backward's chunked regions. Region k (0 .. n_chunks) runs the row
+// blocks of chunk k (k < n_chunks) as tasks 0 .. n_rowt-1, then the weight
+// gradients of chunk k-1 (k > 0), WSPLIT tasks per weight. The row blocks
+// leave in chunk slot k & 1 what the weight gradients of their chunk read
+// one region later, while the next chunk's row blocks fill the other slot;
+// every weight gradient therefore adds its chunks in chunk order.
+
+// Rows of chunk k: first row and count.
+static int chunk_rows(const Run *r, int k, size_t *c0) {
+    *c0 = (size_t)k * r->chunk_n;
+    return r->N - (int)*c0 < r->chunk_n ? r->N - (int)*c0 : r->chunk_n;
+}
+
+// Row block `task` of the current chunk: global first row r0, chunk-local
+// first row cr, n rows, slot s.
+#define CHUNK_BLOCK(task)                                                                          \
+    size_t c0_, cr = (size_t)(task)*ROW_BLOCK;                                                     \
+    int nk_ = chunk_rows(r, r->chunk, &c0_), s = r->chunk & 1;                                     \
+    size_t r0 = c0_ + cr;                                                                          \
+    int n = nk_ - (int)cr < ROW_BLOCK ? nk_ - (int)cr : ROW_BLOCK;                                 \
+    (void)s
+
+// Output rows [o0, o1) of part `part` of a weight gradient with C_out rows;
+// inner boundaries fall on multiples of 16 rows.
+static void wsplit_rows(int C_out, int part, int *o0, int *o1) {
+    int a = (int)((long)C_out * part / WSPLIT), b = (int)((long)C_out * (part + 1) / WSPLIT);
+    *o0 = part == 0 ? 0 : a & ~15;
+    *o1 = part == WSPLIT - 1 ? C_out : b & ~15;
+}
+
+// Feed-forward backward of a row block: d(prod) = gout W2, the SwiGLU
+// backward over h1, h3 (dh1, dh3 in place; prod for dW2), dxn2 = dh1 W1 +
+// dh3 W3, G += the rmsnorm backward (G becomes d(res_mid)) and datt =
+// d(res_mid) Wo over res_mid. gout and xn2 (recomputed) go to the slot for
+// dW2, dW1 and dW3.
+static void ffn_backward_rows(Run *r, int task, int thread) {
+    RUN_DIMS;
+    CHUNK_BLOCK(task);
+    size_t lHD = l * H * D, nD = (size_t)n * D, nH = (size_t)n * H;
+    float *g = r->G + r0 * D, *res_mid = a->res_mid + r0 * D, *h1 = a->h1 + r0 * H;
+    float *h3 = a->h3 + r0 * H, *dprod = tscratch(m, thread), *dxn = dprod + (size_t)ROW_BLOCK * H;
+    float *part = m->part + (r0 / ROW_BLOCK) * D;
+    memcpy(r->gc[s] + cr * D, g, nD * sizeof(float));
+    rmsnorm_apply(r->xs[s] + cr * D, res_mid, w->rms_ffn + l * D, a->rstd2 + r0, n, (int)D);
+    memset(dprod, 0, nH * sizeof(float));
+    matmul_backward(dprod, NULL, g, NULL, w->w2 + lHD, n, (int)H, (int)D);
+    swiglu_backward_inplace(r->pr[s] + cr * H, h1, h3, dprod, nH);
+    memset(dxn, 0, nD * sizeof(float));
+    matmul_backward(dxn, NULL, h1, NULL, w->w1 + lHD, n, (int)D, (int)H);
+    matmul_backward(dxn, NULL, h3, NULL, w->w3 + lHD, n, (int)D, (int)H);
+    memset(part, 0, D * sizeof(float));
+    rmsnorm_backward(g, part, dxn, res_mid, w->rms_ffn + l * D, a->rstd2 + r0, n, (int)D);
+    memset(res_mid, 0, nD * sizeof(float));
+    matmul_backward(res_mid, NULL, g, NULL, w->wo + l * D * D, n, (int)D, (int)D);
+}
+
+// Part of dW2, dW1 or dW3 over the previous chunk.
+static void ffn_backward_dw(Run *r, int task) {
+    RUN_DIMS;
+    const ModelTensors *g = &m->g;
+    size_t c0, lHD = l * H * D;
+    int k = r->chunk - 1, s = k & 1, nk = chunk_rows(r, k, &c0), o0, o1;
+    int which = task / WSPLIT;
+    wsplit_rows(which == 0 ? (int)D : (int)H, task % WSPLIT, &o0, &o1);
+    if (which == 0)
+        matmul_backward_dw_rows(g->w2 + lHD, r->gc[s], r->pr[s], nk, (int)H, (int)D, o0, o1);
+    else
+        matmul_backward_dw_rows(which == 1 ? g->w1 + lHD : g->w3 + lHD,
+                                (which == 1 ? a->h1 : a->h3) + c0 * H, r->xs[s], nk, (int)D, (int)H,
+                                o0, o1);
+}
+
+static void task_ffn_backward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    if (task < r->n_rowt)
+        ffn_backward_rows(r, task, thread);
+    else
+        ffn_backward_dw(r, task - r->n_rowt);
+}
+
+// dWo over all rows (task 0), then one (sequence, kv head) of the attention
+// backward each, in place: dq over datt, dk over k, dv over v, RoPE's
+// backward included.
+static void task_att_backward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    if (task == 0) {
+        matmul_backward(NULL, m->g.wo + l * D * D, r->G, a->att, w->wo + l * D * D, r->N, (int)D,
+                        (int)D);
+        return;
+    }
+    task -= 1;
+    int s = m->seq_order[task / (int)NKV], kh = task % (int)NKV;
+    int o = r->b->offsets[s], T = r->b->offsets[s + 1] - o;
+    attention_backward_task_inplace(a->res_mid, a->k, a->v, tscratch(m, thread), a->q, a->att_max,
+                                    a->att_inv, o, T, kh, (int)NH, (int)NKV, (int)HS, m->pos,
+                                    m->rope_cos, m->rope_sin);
+}
+
+// Row block of the q/k/v backward: xn1 recomputed into the slot (for dWq,
+// dWk, dWv), dxn1 = dq Wq + dk Wk + dv Wv, G += the rmsnorm backward (G
+// becomes dLoss/d(layer input)).
+static void qkv_backward_rows(Run *r, int task, int thread) {
+    RUN_DIMS;
+    CHUNK_BLOCK(task);
+    size_t lDD = l * D * D, lKD = l * KVD * D;
+    float *dxn = tscratch(m, thread), *part = m->part + (r0 / ROW_BLOCK) * D;
+    const float *res_in = a->res_in + r0 * D;
+    rmsnorm_apply(r->xs[s] + cr * D, res_in, w->rms_att + l * D, a->rstd1 + r0, n, (int)D);
+    memset(dxn, 0, (size_t)n * D * sizeof(float));
+    matmul_backward(dxn, NULL, a->res_mid + r0 * D, NULL, w->wq + lDD, n, (int)D, (int)D);
+    matmul_backward(dxn, NULL, a->k + r0 * KVD, NULL, w->wk + lKD, n, (int)D, (int)KVD);
+    matmul_backward(dxn, NULL, a->v + r0 * KVD, NULL, w->wv + lKD, n, (int)D, (int)KVD);
+    memset(part, 0, D * sizeof(float));
+    rmsnorm_backward(r->G + r0 * D, part, dxn, res_in, w->rms_att + l * D, a->rstd1 + r0, n,
+                     (int)D);
+}
+
+// Part of dWq, dWk or dWv over the previous chunk.
+static void qkv_backward_dw(Run *r, int task) {
+    RUN_DIMS;
+    const ModelTensors *g = &m->g;
+    size_t c0, lDD = l * D * D, lKD = l * KVD * D;
+    int k = r->chunk - 1, s = k & 1, nk = chunk_rows(r, k, &c0), o0, o1;
+    int which = task / WSPLIT;
+    wsplit_rows(which == 0 ? (int)D : (int)KVD, task % WSPLIT, &o0, &o1);
+    if (which == 0)
+        matmul_backward_dw_rows(g->wq + lDD, a->res_mid + c0 * D, r->xs[s], nk, (int)D, (int)D, o0,
+                                o1);
+    else
+        matmul_backward_dw_rows(which == 1 ? g->wk + lKD : g->wv + lKD,
+                                (which == 1 ? a->k : a->v) + c0 * KVD, r->xs[s], nk, (int)D,
+                                (int)KVD, o0, o1);
+}
+
+static void task_qkv_backward(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    if (task < r->n_rowt)
+        qkv_backward_rows(r, task, thread);
+    else
+        qkv_backward_dw(r, task - r->n_rowt);
+}
+
+// Regions 0 .. n_chunks of one chunked phase (see task_ffn_backward).
+static void run_chunked(Model *m, Run *r, OpsTaskFn fn) {
+    for (int k = 0; k <= r->n_chunks; k++) {
+        size_t c0;
+        r->chunk = k;
+        r->n_rowt = k < r->n_chunks ? (chunk_rows(r, k, &c0) + ROW_BLOCK - 1) / ROW_BLOCK : 0;
+        ops_pool_run(m->pool, fn, r, r->n_rowt + (k > 0 ? 3 * WSPLIT : 0));
+    }
+}
+
+// dw += the row blocks' partial RMSNorm weight gradients, in block order.
+static void reduce_parts(float *dw, const float *part, int n_blocks, int D) {
+    for (int t = 0; t < n_blocks; t++)
+        for (int d = 0; d < D; d++)
+            dw[d] += part[(size_t)t * D + d];
 }
 
 int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *err) {
@@ -547,78 +977,62 @@ int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *e
     if (!m->grads) return bs_fail(err, "invalid_argument", "", "a frozen model has no gradients");
     if (!m->have_acts)
         return bs_fail(err, "invalid_argument", "",
-                       "model_backward needs a forward with keep_activations first");
+                       "model_backward needs a forward with keep_activations first (each "
+                       "backward consumes the activations of its forward)");
     int N = b->n_seqs > 0 ? b->offsets[b->n_seqs] : 0;
     if (b->n_seqs != m->last_n_seqs || N != m->last_N)
         return bs_fail(err, "invalid_argument", "",
                        "model_backward got a different batch than the last forward");
     if (N == 0) return 0;
-    int L = c->n_layers, D = c->dim, H = c->hidden_dim, V = c->vocab_size, M = m->last_M;
-    int NH = c->n_heads, NKV = c->n_kv_heads, HS = D / NH, KVD = NKV * HS;
+    int L = c->n_layers, D = c->dim, V = c->vocab_size, M = m->last_M;
+    int NKV = c->n_kv_heads;
+    int blas_prev, rc = -1;
+    threads_begin(m, &blas_prev);
     BufSizes s;
-    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)m->max_T, (size_t)L, 1, &s) != 0)
-        return bs_fail(err, "out_of_memory", "", "gradient sizes of a %d-token batch overflow", N);
-    if (ensure(&m->bwd, &m->bwd_cap, s.bwd, err) != 0) return -1;
-    size_t nD = (size_t)N * D, nKV = (size_t)N * KVD, nH = (size_t)N * H;
-    float *dres = m->bwd, *dxn = dres + nD, *dq = dxn + nD, *datt = dq + nD;
-    float *dk = datt + nD, *dv = dk + nKV, *dh1 = dv + nKV, *dh3 = dh1 + nH;
-    const ModelTensors *w = &m->w, *g = &m->g;
+    if (buf_sizes(c, (size_t)N, (size_t)M, (size_t)b->n_seqs, (size_t)m->max_T, 1, m->pool_n, &s) !=
+        0) {
+        bs_fail(err, "out_of_memory", "", "gradient sizes of a %d-token batch overflow", N);
+        goto out;
+    }
+    if (ensure(&m->bwd, &m->bwd_cap, s.bwd, err) != 0 ||
+        ensure(&m->scratch, &m->scratch_cap, s.scratch, err) != 0)
+        goto out;
+    m->scratch_floats = thread_floats(c, (size_t)m->max_T, 1, 1);
+    m->have_acts = 0; // from here on the activations are overwritten
+    Run r = {.m = m, .b = b, .N = N, .M = M, .keep = 1};
+    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
+    r.chunk_n = bwd_chunk(c);
+    r.n_chunks = (N + r.chunk_n - 1) / r.chunk_n;
+    size_t cN = chunk_cap(c, (size_t)N), H = (size_t)c->hidden_dim;
+    float *p = m->bwd;
+    r.G = m->res_out;
+    for (int k = 0; k < 2; k++) {
+        r.gc[k] = p, p += cN * D;
+        r.xs[k] = p, p += cN * D;
+        r.pr[k] = p, p += cN * H;
+    }
 
-    // Classifier: dq serves as the (M, D) gradient of the gathered rows.
-    float *dxg = dq;
-    memset(dxg, 0, (size_t)M * D * sizeof(float));
+    // Classifier: dwcls per vocabulary tile; dx per row through E.
     for (int k = 0; k < M; k++)
         m->cls_g[k] = dlogp[m->rows[k]];
-    for (int r0 = 0; r0 < M; r0 += m->cls_chunk) {
-        int mc = M - r0 < m->cls_chunk ? M - r0 : m->cls_chunk;
-        if (!m->cls_kept)
-            logsoftmax_gather_forward(m->cls_logp + r0, m->probs, m->xg + (size_t)r0 * D, w->wcls,
-                                      m->tg + r0, mc, D, V);
-        logsoftmax_gather_backward(dxg + (size_t)r0 * D, g->wcls, m->probs, m->cls_g + r0,
-                                   m->xg + (size_t)r0 * D, w->wcls, m->tg + r0, mc, D, V);
-    }
-    m->cls_kept = 0; // probs now hold dlogits
-    memset(dxn, 0, nD * sizeof(float));
-    for (int k = 0; k < M; k++)
-        memcpy(dxn + (size_t)m->rows[k] * D, dxg + (size_t)k * D, (size_t)D * sizeof(float));
-    memset(dres, 0, nD * sizeof(float));
-    rmsnorm_backward(dres, g->rms_final, dxn, m->res_out, w->rms_final, m->rstdf, N, D);
+    ops_pool_run(m->pool, task_cls_backward, &r, (V + CLS_BWD_VB - 1) / CLS_BWD_VB);
+    ops_pool_run(m->pool, task_final_backward, &r, r.n_rows);
+    reduce_parts(m->g.rms_final, m->part, r.n_rows, D);
 
-    // dres holds dLoss/d(layer output) going down; each block adds its
+    // G holds dLoss/d(layer output) going down; each block adds its
     // branch's gradient to the pass-through of the residual connection.
     for (int l = L - 1; l >= 0; l--) {
-        LayerActs *a = &m->slots[l];
-        size_t lDD = (size_t)l * D * D, lKD = (size_t)l * KVD * D, lHD = (size_t)l * H * D;
-        // feed-forward block: out = res_mid + W2 (silu(W1 xn2) * W3 xn2)
-        swiglu_forward(m->tmp_h, a->h1, a->h3, nH); // recompute the product for dW2
-        matmul_backward(NULL, g->w2 + lHD, dres, m->tmp_h, w->w2 + lHD, N, H, D);
-        memset(m->tmp_h, 0, nH * sizeof(float)); // now d(product)
-        matmul_backward(m->tmp_h, NULL, dres, NULL, w->w2 + lHD, N, H, D);
-        memset(dh1, 0, nH * sizeof(float));
-        memset(dh3, 0, nH * sizeof(float));
-        swiglu_backward(dh1, dh3, m->tmp_h, a->h1, a->h3, nH);
-        memset(dxn, 0, nD * sizeof(float));
-        matmul_backward(dxn, g->w1 + lHD, dh1, a->xn2, w->w1 + lHD, N, D, H);
-        matmul_backward(dxn, g->w3 + lHD, dh3, a->xn2, w->w3 + lHD, N, D, H);
-        rmsnorm_backward(dres, g->rms_ffn + (size_t)l * D, dxn, a->res_mid,
-                         w->rms_ffn + (size_t)l * D, a->rstd2, N, D);
-        // attention block: res_mid = res_in + Wo attention(rope(Wq xn1), rope(Wk xn1), Wv xn1)
-        memset(datt, 0, nD * sizeof(float));
-        matmul_backward(datt, g->wo + lDD, dres, a->att, w->wo + lDD, N, D, D);
-        memset(dq, 0, nD * sizeof(float));
-        memset(dk, 0, nKV * sizeof(float));
-        memset(dv, 0, nKV * sizeof(float));
-        attention_backward(dq, dk, dv, m->att_scratch, datt, a->q, a->k, a->v, a->att_max,
-                           a->att_inv, b->offsets, b->n_seqs, NH, NKV, HS);
-        rope_backward(dq, m->pos, m->rope_cos, m->rope_sin, N, NH, HS);
-        rope_backward(dk, m->pos, m->rope_cos, m->rope_sin, N, NKV, HS);
-        memset(dxn, 0, nD * sizeof(float));
-        matmul_backward(dxn, g->wq + lDD, dq, a->xn1, w->wq + lDD, N, D, D);
-        matmul_backward(dxn, g->wk + lKD, dk, a->xn1, w->wk + lKD, N, D, KVD);
-        matmul_backward(dxn, g->wv + lKD, dv, a->xn1, w->wv + lKD, N, D, KVD);
-        rmsnorm_backward(dres, g->rms_att + (size_t)l * D, dxn, a->res_in,
-                         w->rms_att + (size_t)l * D, a->rstd1, N, D);
+        r.l = l;
+        r.a = &m->slots[l];
+        run_chunked(m, &r, task_ffn_backward);
+        reduce_parts(m->g.rms_ffn + (size_t)l * D, m->part, r.n_rows, D);
+        ops_pool_run(m->pool, task_att_backward, &r, 1 + m->n_att * NKV);
+        run_chunked(m, &r, task_qkv_backward);
+        reduce_parts(m->g.rms_att + (size_t)l * D, m->part, r.n_rows, D);
     }
-    embedding_backward(g->tok_emb, dres, b->tokens, N, D);
-    return 0;
+    embedding_backward(m->g.tok_emb, r.G, b->tokens, N, D);
+    rc = 0;
+out:
+    threads_end(blas_prev);
+    return rc;
 }

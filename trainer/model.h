@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "bs.h"
+#include "ops.h"
 
 typedef struct {
     int dim;               // D
@@ -89,13 +90,27 @@ void model_zero_grads(Model *m);
 // N(0, 0.02) (output projections wo and w2 scaled by 1/sqrt(2L)), norms 1.
 void model_init_random(Model *m, unsigned long long seed);
 
+// Threads used by model_forward and model_backward (the model's own pool;
+// OpenBLAS is set to 1 thread for the duration of each call and restored).
+// 0, the default, follows openblas_get_num_threads() at each call. Results
+// are bit-identical for any thread count.
+void model_set_threads(Model *m, int n_threads);
+// The model's thread pool, sized to the current setting as model_forward
+// sizes it (NULL: one thread), for work between passes that should use the
+// same threads (the optimizer: optim.h's *_pool functions). Owned by the
+// model and valid until the next model call; do not use it concurrently with
+// model_forward / model_backward.
+OpsPool *model_pool(Model *m);
+
 // Forward pass. logp (N) receives log softmax(logits_i)[targets[i]] for every
 // position with a target, 0 elsewhere. When keep_activations is set the
 // activations needed by model_backward are kept (the model must have grads).
 // Sequences longer than seq_len are an error.
 int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err);
 // Backward pass of the most recent forward on the same batch: dlogp (N) holds
-// dLoss/dlogp_i (0 where no target). Gradients are accumulated (+=).
+// dLoss/dlogp_i (0 where no target). Gradients are accumulated (+=). The
+// backward consumes the forward's activations (it works in their memory, as
+// torch frees its graph): another backward needs another forward first.
 int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *err);
 
 #endif

@@ -223,20 +223,7 @@ static int path_join(char *out, size_t cap, const char *a, const char *b, BsErro
 // ---------------------------------------------------------------------------
 // packed micro-batches
 
-enum { TGT_NONE = 0, TGT_COMPLETION = 1, TGT_PROMPT = 2 };
-
-typedef struct {
-    int n_seqs, n_tok;
-    int *offsets;                   // (n_seqs + 1)
-    int *tokens, *targets;          // (n_tok)
-    unsigned char *kind;            // (n_tok) TGT_*
-    float *logp, *ref_logp, *dlogp; // (n_tok)
-    int *n_comp, *n_all;            // (n_seqs) scored completion / all scored tokens
-    double *comp, *all, *ref_comp;  // (n_seqs) log-prob sums
-    size_t cap_tok, cap_seq;
-} Pack;
-
-static void pack_free(Pack *p) {
+void train_pack_free(TrainPack *p) {
     free(p->offsets);
     free(p->tokens);
     free(p->targets);
@@ -259,7 +246,7 @@ static void pack_free(Pack *p) {
         (ptr) = q_;                                                                                \
     } while (0)
 
-static int pack_reserve(Pack *p, size_t n_seqs, size_t n_tok, BsError *err) {
+static int pack_reserve(TrainPack *p, size_t n_seqs, size_t n_tok, BsError *err) {
     if (n_seqs > p->cap_seq) {
         GROW(p->offsets, n_seqs + 1);
         GROW(p->n_comp, n_seqs);
@@ -282,10 +269,10 @@ static int pack_reserve(Pack *p, size_t n_seqs, size_t n_tok, BsError *err) {
 }
 
 // Appends one sequence prompt + completion. Positions whose next token is a
-// completion token get TGT_COMPLETION; with score_prompt the positions whose
-// next token is still in the prompt get TGT_PROMPT (ORPO's NLL covers the
-// whole chosen sequence); the last position predicts nothing.
-static void pack_seq(Pack *p, const int *prompt, int np, const int *comp, int nc,
+// completion token get TRAIN_TGT_COMPLETION; with score_prompt the positions
+// whose next token is still in the prompt get TRAIN_TGT_PROMPT (ORPO's NLL
+// covers the whole chosen sequence); the last position predicts nothing.
+static void pack_seq(TrainPack *p, const int *prompt, int np, const int *comp, int nc,
                      int score_prompt) {
     int s = p->n_seqs, o = p->n_tok, len = np + nc;
     memcpy(p->tokens + o, prompt, (size_t)np * sizeof(int));
@@ -293,12 +280,15 @@ static void pack_seq(Pack *p, const int *prompt, int np, const int *comp, int nc
     int ncomp = 0, nall = 0;
     for (int i = 0; i < len; i++) {
         int next = i + 1;
-        unsigned char k = TGT_NONE;
-        if (next < len) k = next >= np ? TGT_COMPLETION : (score_prompt ? TGT_PROMPT : TGT_NONE);
+        unsigned char k = TRAIN_TGT_NONE;
+        if (next < len)
+            k = next >= np     ? TRAIN_TGT_COMPLETION
+                : score_prompt ? TRAIN_TGT_PROMPT
+                               : TRAIN_TGT_NONE;
         p->kind[o + i] = k;
-        p->targets[o + i] = k == TGT_NONE ? -1 : p->tokens[o + next];
-        ncomp += k == TGT_COMPLETION;
-        nall += k != TGT_NONE;
+        p->targets[o + i] = k == TRAIN_TGT_NONE ? -1 : p->tokens[o + next];
+        ncomp += k == TRAIN_TGT_COMPLETION;
+        nall += k != TRAIN_TGT_NONE;
     }
     p->n_comp[s] = ncomp;
     p->n_all[s] = nall;
@@ -307,10 +297,8 @@ static void pack_seq(Pack *p, const int *prompt, int np, const int *comp, int nc
     p->offsets[p->n_seqs] = p->n_tok;
 }
 
-// Packs rows idx[0..B) as chosen_0..chosen_{B-1} then (preference)
-// rejected_0..rejected_{B-1}, TRL's concatenated_forward order.
-static int pack_batch(Pack *p, const Dataset *ds, const int *idx, int B, int preference, int orpo,
-                      BsError *err) {
+int train_pack_batch(TrainPack *p, const Dataset *ds, const int *idx, int B, int preference,
+                     int orpo, BsError *err) {
     size_t n_tok = 0;
     for (int j = 0; j < B; j++) {
         const Example *e = &ds->rows[idx[j]];
@@ -336,16 +324,32 @@ static int pack_batch(Pack *p, const Dataset *ds, const int *idx, int B, int pre
     return 0;
 }
 
-// Per-sequence sums of the token log-probs in logp (double accumulation).
-static void pack_sums(const Pack *p, const float *logp, double *comp, double *all) {
+void train_pack_sums(const TrainPack *p, const float *logp, double *comp, double *all) {
     for (int s = 0; s < p->n_seqs; s++) {
         double c = 0.0, a = 0.0;
         for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            if (p->kind[i] == TGT_COMPLETION) c += logp[i];
-            if (p->kind[i] != TGT_NONE) a += logp[i];
+            if (p->kind[i] == TRAIN_TGT_COMPLETION) c += logp[i];
+            if (p->kind[i] != TRAIN_TGT_NONE) a += logp[i];
         }
         comp[s] = c;
         if (all) all[s] = a;
+    }
+}
+
+void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double *d_rejected,
+                      const double *d_chosen_all, double scale) {
+    for (int s = 0; s < p->n_seqs; s++) {
+        int chosen = s < B;
+        double dc = chosen ? d_chosen[s] : d_rejected[s - B];
+        double da = chosen && d_chosen_all ? d_chosen_all[s] : 0.0;
+        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
+            double d = 0.0;
+            if (p->kind[i] == TRAIN_TGT_COMPLETION)
+                d = dc + da;
+            else if (p->kind[i] == TRAIN_TGT_PROMPT)
+                d = da;
+            p->dlogp[i] = (float)(d / scale);
+        }
     }
 }
 
@@ -373,7 +377,7 @@ typedef struct {
     float *m, *v;
     ParamRange ranges[MAX_RANGES];
     int n_ranges;
-    Pack pk;
+    TrainPack pk;
     int max_b;
     double *d_chosen, *d_rejected, *d_chosen_all; // (max_b)
     int *idx;                                     // (max_b) eval row indices
@@ -408,7 +412,7 @@ static void tlog(Trainer *t, const char *fmt, ...) {
 // Reference sums for the rows of a packed batch: from the precomputed table
 // when present, else a forward of the frozen reference on the same batch.
 static int ref_sums(Trainer *t, const int *idx, int B, const double *table) {
-    Pack *p = &t->pk;
+    TrainPack *p = &t->pk;
     if (table) {
         for (int j = 0; j < B; j++) {
             p->ref_comp[j] = table[2 * (size_t)idx[j]];
@@ -418,7 +422,7 @@ static int ref_sums(Trainer *t, const int *idx, int B, const double *table) {
     }
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     if (model_forward(t->ref, &mb, p->ref_logp, 0, t->err) != 0) return -1;
-    pack_sums(p, p->ref_logp, p->ref_comp, NULL);
+    train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     return 0;
 }
 
@@ -428,11 +432,11 @@ static int ref_sums(Trainer *t, const int *idx, int B, const double *table) {
 static int micro_batch(Trainer *t, const Dataset *ds, const int *idx, int B,
                        const double *ref_table, int train, double scale, double *loss,
                        MetricRow *metrics) {
-    Pack *p = &t->pk;
-    if (pack_batch(p, ds, idx, B, t->preference, t->orpo, t->err) != 0) return -1;
+    TrainPack *p = &t->pk;
+    if (train_pack_batch(p, ds, idx, B, t->preference, t->orpo, t->err) != 0) return -1;
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     if (model_forward(t->policy, &mb, p->logp, train, t->err) != 0) return -1;
-    pack_sums(p, p->logp, p->comp, p->all);
+    train_pack_sums(p, p->logp, p->comp, p->all);
     if (t->dpo && ref_sums(t, idx, B, ref_table) != 0) return -1;
 
     AlignBatch ab = {0};
@@ -463,19 +467,7 @@ static int micro_batch(Trainer *t, const Dataset *ds, const int *idx, int B,
 
     // dL/dlogp per token: the sequence's completion coefficient on completion
     // targets, plus ORPO's whole-sequence NLL coefficient on every chosen target.
-    for (int s = 0; s < p->n_seqs; s++) {
-        int chosen = s < B;
-        double dc = chosen ? ar.d_chosen[s] : ar.d_rejected[s - B];
-        double da = chosen && t->orpo ? ar.d_chosen_all[s] : 0.0;
-        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            double d = 0.0;
-            if (p->kind[i] == TGT_COMPLETION)
-                d = dc + da;
-            else if (p->kind[i] == TGT_PROMPT)
-                d = da;
-            p->dlogp[i] = (float)(d / scale);
-        }
-    }
+    train_pack_dlogp(p, B, ar.d_chosen, ar.d_rejected, t->orpo ? ar.d_chosen_all : NULL, scale);
     return model_backward(t->policy, &mb, p->dlogp, t->err);
 }
 
@@ -492,7 +484,7 @@ static int precompute_refs(Trainer *t, const Dataset *ds, int B, double **out) {
         int nb = ds->n - start < B ? ds->n - start : B;
         for (int j = 0; j < nb; j++)
             t->idx[j] = start + j;
-        if (pack_batch(&t->pk, ds, t->idx, nb, 1, 0, t->err) != 0 ||
+        if (train_pack_batch(&t->pk, ds, t->idx, nb, 1, 0, t->err) != 0 ||
             ref_sums(t, t->idx, nb, NULL) != 0) {
             free(tab);
             return -1;
@@ -961,6 +953,7 @@ static int load_policy(Trainer *t) {
         goto fail;
     }
     if (model_create(&t->policy, &t->cfg, 1, t->err) != 0) goto fail;
+    model_set_threads(t->policy, r->threads);
     t->P = model_param_count(&t->cfg);
     if (params)
         memcpy(model_params(t->policy), params, t->P * sizeof(float));
@@ -999,6 +992,7 @@ static int load_tokenizer(Trainer *t) {
 static int load_reference(Trainer *t) {
     const Recipe *r = t->r;
     if (model_create(&t->ref, &t->cfg, 0, t->err) != 0) return -1;
+    model_set_threads(t->ref, r->threads);
     if (!r->reference_model) {
         memcpy(model_params(t->ref), model_params(t->policy), t->P * sizeof(float));
     } else {
@@ -1097,7 +1091,7 @@ static void trainer_free(Trainer *t) {
     free(t->ref_eval);
     free(t->m);
     free(t->v);
-    pack_free(&t->pk);
+    train_pack_free(&t->pk);
     free(t->d_chosen);
     free(t->d_rejected);
     free(t->d_chosen_all);
@@ -1131,7 +1125,9 @@ static int optimizer_step(Trainer *t, int g, double *grad_norm_out) {
         window_add_row(&t->win, &m);
     }
     float *grads = model_grads(t->policy);
-    double gn = clip_grad_norm(grads, t->P, r->max_grad_norm);
+    // The optimizer runs on the policy's own threads (idle between passes).
+    OpsPool *pool = model_pool(t->policy);
+    double gn = clip_grad_norm_pool(pool, grads, t->P, r->max_grad_norm);
     if (!isfinite(step_loss) || !isfinite(gn))
         return bs_fail(t->err, "nan_loss", "learning_rate",
                        "%s is not finite at step %d (loss %g, grad_norm %g): lower learning_rate "
@@ -1140,7 +1136,8 @@ static int optimizer_step(Trainer *t, int g, double *grad_norm_out) {
                        gn);
     AdamWConfig ac = {lr_at(r, g, t->total, t->warmup), r->adam_beta1, r->adam_beta2,
                       r->adam_epsilon, r->weight_decay};
-    adamw_step(model_params(t->policy), grads, t->m, t->v, t->ranges, t->n_ranges, g + 1, &ac);
+    adamw_step_pool(pool, model_params(t->policy), grads, t->m, t->v, t->ranges, t->n_ranges, g + 1,
+                    &ac);
     t->win_steps++;
     t->win_loss += step_loss;
     t->win_tokens += (double)tokens;
@@ -1248,7 +1245,9 @@ int train_run(const Recipe *r, const TrainHooks *hooks, TrainResult *res, BsErro
         return bs_fail(err, "invalid_recipe", "data", "%s needs data: preference",
                        recipe_method_name(r->method));
     }
-    if (r->threads > 0) openblas_set_num_threads(r->threads);
+    // The models run r->threads threads of their own over single-threaded
+    // OpenBLAS (model_set_threads); 0 leaves the count to OpenBLAS's default.
+    if (r->threads > 0) openblas_set_num_threads(1);
     if (mkdir_p(r->output_dir, err) != 0) return -1;
     if (path_join(t->ckpt_dir, sizeof t->ckpt_dir, r->output_dir, "checkpoints", err) != 0)
         return -1;

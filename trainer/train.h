@@ -11,6 +11,7 @@
 #define TRAIN_H
 
 #include "bs.h"
+#include "data.h"
 #include "recipe.h"
 
 typedef struct {
@@ -40,6 +41,50 @@ typedef struct {
     MetricRow last_train, last_eval; // last logged rows (n == 0 when none)
     char final_model[1024]; // output_dir/final/model.bin (llama2c) or output_dir/final (hf)
 } TrainResult;
+
+// ---------------------------------------------------------------------------
+// Packed micro-batches: how the trainer lays dataset rows out for the model
+// (public so that tests/bench/bench_step.c times exactly this).
+
+// What position i of a packed sequence is scored for (TrainPack.kind).
+enum { TRAIN_TGT_NONE = 0, TRAIN_TGT_COMPLETION = 1, TRAIN_TGT_PROMPT = 2 };
+
+// A micro-batch of B rows packed as chosen_0..chosen_{B-1} then, for
+// preference methods, rejected_0..rejected_{B-1} (TRL's concatenated_forward
+// order), each sequence prompt + completion, no padding. The first six
+// fields make a ModelBatch {n_seqs, offsets, tokens, targets}. Zero-initialise
+// before first use; the buffers grow to the largest batch packed and are
+// owned by the pack (free with train_pack_free).
+typedef struct {
+    int n_seqs, n_tok;
+    int *offsets;                   // (n_seqs + 1), offsets[0] == 0
+    int *tokens, *targets;          // (n_tok) targets[i]: next token, or -1 when unscored
+    unsigned char *kind;            // (n_tok) TRAIN_TGT_* of targets[i]
+    float *logp, *ref_logp, *dlogp; // (n_tok) for the caller: model log-probs and dL/dlogp
+    int *n_comp, *n_all;            // (n_seqs) scored completion / all scored positions
+    double *comp, *all, *ref_comp;  // (n_seqs) for the caller: per-sequence log-prob sums
+    size_t cap_tok, cap_seq;
+} TrainPack;
+
+// Packs rows idx[0..B) of ds (rejected sequences too when preference). A
+// position is scored (target = the next token) when the next token belongs to
+// the completion, and with orpo also when it is in a chosen prompt
+// (TRAIN_TGT_PROMPT: ORPO's NLL covers the whole chosen sequence); the last
+// position of a sequence predicts nothing. 0, or -1 with err (out of memory,
+// more than INT_MAX tokens); p keeps its buffers either way.
+int train_pack_batch(TrainPack *p, const Dataset *ds, const int *idx, int B, int preference,
+                     int orpo, BsError *err);
+// Per-sequence sums (in double) of logp (n_tok) over the completion targets
+// into comp (n_seqs) and, when all is not NULL, over every scored position.
+void train_pack_sums(const TrainPack *p, const float *logp, double *comp, double *all);
+// p->dlogp from the per-sequence coefficients of align_compute (B rows):
+// d_chosen[s] / d_rejected[s - B] on completion targets, plus d_chosen_all[s]
+// (ORPO; NULL for none) on every scored position of chosen sequence s, all
+// divided by scale (the micro-batches per optimizer step); 0 elsewhere.
+void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double *d_rejected,
+                      const double *d_chosen_all, double scale);
+// Frees the buffers and zeroes p.
+void train_pack_free(TrainPack *p);
 
 // Runs (or resumes) the recipe. r->output_dir must be set. BLAS threads are
 // r->threads when > 0. Returns 0 (finished or stopped) or -1 with err.

@@ -20,11 +20,16 @@
 //   Element-wise ops, softmax and AdamW are not counted (memory-bound, < 1%).
 // Theoretical minimum memory of a step (bytes, fp32):
 //   4 P (weights) + 4 P (grads) + 8 P (AdamW m, v) + 4 P (reference, dpo only)
-//   + 4 N (L (6 D + 2 KVD + 2 NH + 2 H + 2) + 2 D + 1)   activations kept for
-//   backward (the per-token set model.c documents: residuals, normed inputs,
-//   q/k/v, attention row stats and output, h1/h3; no (T, T) probabilities).
-//   Transient scratch (logits chunk, backward buffers) is not counted: it can
-//   be made arbitrarily small by chunking.
+//   + 4 N (L (4 D + 2 KVD + 2 NH + 2 H + 2) + 2 D + 1)   activations kept for
+//   backward (the per-token set model.c documents: residual in and mid, RMSNorm
+//   rstd, q/k/v, attention row stats and output, h1/h3; no (T, T)
+//   probabilities, no normed inputs: the backward recomputes those from the
+//   residual and rstd). Transient scratch (logits tiles, backward chunks) is
+//   not counted: it can be made arbitrarily small by chunking.
+// The RSS compared with it is the step-phase peak less the file-backed pages
+// (RssFile + RssShmem after the steps: the mapped code of the binary,
+// OpenBLAS, libc, ~5 MB), which no training data lives in; the raw peak is
+// reported as well.
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -38,6 +43,7 @@
 #include "model.h"
 #include "optim.h"
 #include "recipe.h"
+#include "train.h"
 
 #define MAX_RANGES 16
 #define MAX_STEPS 64
@@ -111,114 +117,22 @@ static uint64_t splitmix64(uint64_t *s) {
 }
 
 // ---------------------------------------------------------------------------
-// packing, as trainer/train.c's pack_batch / pack_seq / pack_sums
+// data: packed by trainer/train.c's own train_pack_batch
 
-enum { TGT_NONE = 0, TGT_COMPLETION = 1, TGT_PROMPT = 2 };
-
-typedef struct {
-    int n_seqs, n_tok;
-    int *offsets, *tokens, *targets;
-    unsigned char *kind;
-    float *logp, *ref_logp, *dlogp;
-    int *n_comp, *n_all;
-    double *comp, *all, *ref_comp;
-} Pack;
-
-// Random pairs: pair j has prompt (np), chosen (nc), rejected (nc) ids.
+// Random pairs: pair j has prompt (np), chosen (nc), rejected (nc) ids, seen
+// by the packer as a Dataset of B rows.
 typedef struct {
     int B, np, nc;
     int *prompt, *chosen, *rejected; // (B, np), (B, nc), (B, nc)
+    Example *rows;                   // (B) views into the arrays above
+    int *idx;                        // (B) 0 .. B-1: every row, in order
+    Dataset ds;
 } Pairs;
-
-static void pack_seq(Pack *p, const int *prompt, int np, const int *comp, int nc,
-                     int score_prompt) {
-    int s = p->n_seqs, o = p->n_tok, len = np + nc;
-    memcpy(p->tokens + o, prompt, (size_t)np * sizeof(int));
-    memcpy(p->tokens + o + np, comp, (size_t)nc * sizeof(int));
-    int ncomp = 0, nall = 0;
-    for (int i = 0; i < len; i++) {
-        int next = i + 1;
-        unsigned char k = TGT_NONE;
-        if (next < len) k = next >= np ? TGT_COMPLETION : (score_prompt ? TGT_PROMPT : TGT_NONE);
-        p->kind[o + i] = k;
-        p->targets[o + i] = k == TGT_NONE ? -1 : p->tokens[o + next];
-        ncomp += k == TGT_COMPLETION;
-        nall += k != TGT_NONE;
-    }
-    p->n_comp[s] = ncomp;
-    p->n_all[s] = nall;
-    p->n_tok += len;
-    p->n_seqs++;
-    p->offsets[p->n_seqs] = p->n_tok;
-}
-
-static void pack_batch(Pack *p, const Pairs *d, int preference, int orpo) {
-    p->n_seqs = 0;
-    p->n_tok = 0;
-    p->offsets[0] = 0;
-    for (int j = 0; j < d->B; j++)
-        pack_seq(p, d->prompt + (size_t)j * d->np, d->np, d->chosen + (size_t)j * d->nc, d->nc,
-                 orpo);
-    if (preference)
-        for (int j = 0; j < d->B; j++)
-            pack_seq(p, d->prompt + (size_t)j * d->np, d->np, d->rejected + (size_t)j * d->nc,
-                     d->nc, 0);
-}
-
-static void pack_sums(const Pack *p, const float *logp, double *comp, double *all) {
-    for (int s = 0; s < p->n_seqs; s++) {
-        double c = 0.0, a = 0.0;
-        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            if (p->kind[i] == TGT_COMPLETION) c += logp[i];
-            if (p->kind[i] != TGT_NONE) a += logp[i];
-        }
-        comp[s] = c;
-        if (all) all[s] = a;
-    }
-}
-
-static void pack_free(Pack *p) {
-    free(p->offsets);
-    free(p->tokens);
-    free(p->targets);
-    free(p->kind);
-    free(p->logp);
-    free(p->ref_logp);
-    free(p->dlogp);
-    free(p->n_comp);
-    free(p->n_all);
-    free(p->comp);
-    free(p->all);
-    free(p->ref_comp);
-}
-
-static int pack_alloc(Pack *p, int n_seqs, int n_tok) {
-    memset(p, 0, sizeof *p);
-    size_t s = (size_t)n_seqs, t = (size_t)n_tok;
-    p->offsets = calloc(s + 1, sizeof(int));
-    p->tokens = calloc(t, sizeof(int));
-    p->targets = calloc(t, sizeof(int));
-    p->kind = calloc(t, 1);
-    p->logp = calloc(t, sizeof(float));
-    p->ref_logp = calloc(t, sizeof(float));
-    p->dlogp = calloc(t, sizeof(float));
-    p->n_comp = calloc(s, sizeof(int));
-    p->n_all = calloc(s, sizeof(int));
-    p->comp = calloc(s, sizeof(double));
-    p->all = calloc(s, sizeof(double));
-    p->ref_comp = calloc(s, sizeof(double));
-    if (!p->offsets || !p->tokens || !p->targets || !p->kind || !p->logp || !p->ref_logp ||
-        !p->dlogp || !p->n_comp || !p->n_all || !p->comp || !p->all || !p->ref_comp) {
-        pack_free(p);
-        return -1;
-    }
-    return 0;
-}
 
 // ---------------------------------------------------------------------------
 // FLOPs and memory, as documented at the top
 
-static double flops_forward(const ModelConfig *c, const Pack *p) {
+static double flops_forward(const ModelConfig *c, const TrainPack *p) {
     double D = c->dim, H = c->hidden_dim, L = c->n_layers, V = c->vocab_size;
     double NH = c->n_heads, HS = D / NH, KVD = c->n_kv_heads * HS;
     double N = p->n_tok, M = 0, T2 = 0;
@@ -235,7 +149,7 @@ static double flops_forward(const ModelConfig *c, const Pack *p) {
 static double act_min_bytes(const ModelConfig *c, int N) {
     double D = c->dim, H = c->hidden_dim, L = c->n_layers, NH = c->n_heads;
     double KVD = c->n_kv_heads * (D / NH);
-    return 4.0 * N * (L * (6 * D + 2 * KVD + 2 * NH + 2 * H + 2) + 2 * D + 1);
+    return 4.0 * N * (L * (4 * D + 2 * KVD + 2 * NH + 2 * H + 2) + 2 * D + 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -337,7 +251,7 @@ typedef struct {
     float *m, *v;
     ParamRange ranges[MAX_RANGES];
     int n_ranges;
-    Pack pk;
+    TrainPack pk;
     const Pairs *d;
     int preference, orpo, dpo;
     double *ref_table; // (2B) dpo_pre: chosen sums then rejected sums
@@ -352,19 +266,20 @@ typedef struct {
 } StepTimes;
 
 static int bench_step(Bench *b, StepTimes *st) {
-    Pack *p = &b->pk;
+    TrainPack *p = &b->pk;
     int B = b->d->B;
     double c0 = cpu_s(), t0 = now_s();
     model_zero_grads(b->policy);
-    pack_batch(p, b->d, b->preference, b->orpo);
+    if (train_pack_batch(p, &b->d->ds, b->d->idx, B, b->preference, b->orpo, &b->err) != 0)
+        return -1;
     double t1 = now_s();
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     if (model_forward(b->policy, &mb, p->logp, 1, &b->err) != 0) return -1;
-    pack_sums(p, p->logp, p->comp, p->all);
+    train_pack_sums(p, p->logp, p->comp, p->all);
     double t2 = now_s();
     if (b->method == M_DPO) {
         if (model_forward(b->ref, &mb, p->ref_logp, 0, &b->err) != 0) return -1;
-        pack_sums(p, p->ref_logp, p->ref_comp, NULL);
+        train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     } else if (b->method == M_DPO_PRE) {
         memcpy(p->ref_comp, b->ref_table, 2 * (size_t)B * sizeof(double));
     }
@@ -391,28 +306,18 @@ static int bench_step(Bench *b, StepTimes *st) {
     ar.d_chosen_all = b->da;
     memset(b->da, 0, (size_t)B * sizeof(double));
     if (align_compute(&b->r, &ab, &ar, &b->err) != 0) return -1;
-    for (int s = 0; s < p->n_seqs; s++) {
-        int chosen = s < B;
-        double dcs = chosen ? ar.d_chosen[s] : ar.d_rejected[s - B];
-        double das = chosen && b->orpo ? ar.d_chosen_all[s] : 0.0;
-        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            double dd = 0.0;
-            if (p->kind[i] == TGT_COMPLETION)
-                dd = dcs + das;
-            else if (p->kind[i] == TGT_PROMPT)
-                dd = das;
-            p->dlogp[i] = (float)dd;
-        }
-    }
+    train_pack_dlogp(p, B, ar.d_chosen, ar.d_rejected, b->orpo ? ar.d_chosen_all : NULL, 1.0);
     double t4 = now_s();
     if (model_backward(b->policy, &mb, p->dlogp, &b->err) != 0) return -1;
     double t5 = now_s();
     float *grads = model_grads(b->policy);
-    double gn = clip_grad_norm(grads, b->P, b->r.max_grad_norm);
+    OpsPool *pool = model_pool(b->policy); // as train.c: the policy's threads
+    double gn = clip_grad_norm_pool(pool, grads, b->P, b->r.max_grad_norm);
     AdamWConfig ac = {b->r.learning_rate, b->r.adam_beta1, b->r.adam_beta2, b->r.adam_epsilon,
                       b->r.weight_decay};
     b->t++;
-    adamw_step(model_params(b->policy), grads, b->m, b->v, b->ranges, b->n_ranges, b->t, &ac);
+    adamw_step_pool(pool, model_params(b->policy), grads, b->m, b->v, b->ranges, b->n_ranges, b->t,
+                    &ac);
     double t6 = now_s();
     st->cpu = cpu_s() - c0;
     st->total = t6 - t0;
@@ -533,7 +438,8 @@ int main(int argc, char **argv) {
 
     Bench bench = {0};
     Bench *b = &bench;
-    Pairs d = {B, np, nc, NULL, NULL, NULL};
+    Pairs d = {0};
+    d.B = B, d.np = np, d.nc = nc;
     int rc = 1;
     b->method = method;
     b->dpo = method == M_DPO || method == M_DPO_PRE;
@@ -544,11 +450,12 @@ int main(int argc, char **argv) {
     d.prompt = malloc((size_t)B * np * sizeof(int));
     d.chosen = malloc((size_t)B * nc * sizeof(int));
     d.rejected = malloc((size_t)B * nc * sizeof(int));
+    d.rows = calloc((size_t)B, sizeof(Example));
+    d.idx = malloc((size_t)B * sizeof(int));
     b->dc = calloc((size_t)B, sizeof(double));
     b->dr = calloc((size_t)B, sizeof(double));
     b->da = calloc((size_t)B, sizeof(double));
-    if (!d.prompt || !d.chosen || !d.rejected || !b->dc || !b->dr || !b->da ||
-        pack_alloc(&b->pk, 2 * B, 2 * B * T) != 0) {
+    if (!d.prompt || !d.chosen || !d.rejected || !d.rows || !d.idx || !b->dc || !b->dr || !b->da) {
         fprintf(stderr, "bench_step: out of memory\n");
         goto done;
     }
@@ -559,6 +466,19 @@ int main(int argc, char **argv) {
         d.chosen[i] = (int)(splitmix64(&rs) % (uint64_t)cfg.vocab_size);
     for (size_t i = 0; i < (size_t)B * nc; i++)
         d.rejected[i] = (int)(splitmix64(&rs) % (uint64_t)cfg.vocab_size);
+    for (int j = 0; j < B; j++) {
+        Example *e = &d.rows[j];
+        e->prompt = d.prompt + (size_t)j * np;
+        e->n_prompt = np;
+        e->chosen = d.chosen + (size_t)j * nc;
+        e->n_chosen = nc;
+        e->rejected = d.rejected + (size_t)j * nc;
+        e->n_rejected = nc;
+        e->line = j + 1;
+        d.idx[j] = j;
+    }
+    d.ds.rows = d.rows;
+    d.ds.n = B;
 
     if (model_create(&b->policy, &cfg, 1, &b->err) != 0) goto fail;
     model_init_random(b->policy, seed);
@@ -598,7 +518,7 @@ int main(int argc, char **argv) {
     if (method == M_DPO_PRE) {
         // train.c's precompute_refs for this one batch, then the reference is freed.
         double t0 = now_s();
-        pack_batch(&b->pk, &d, 1, 0);
+        if (train_pack_batch(&b->pk, &d.ds, d.idx, B, 1, 0, &b->err) != 0) goto fail;
         ModelBatch mb = {b->pk.n_seqs, b->pk.offsets, b->pk.tokens, b->pk.targets};
         b->ref_table = malloc(2 * (size_t)B * sizeof(double));
         if (!b->ref_table) {
@@ -606,7 +526,7 @@ int main(int argc, char **argv) {
             goto done;
         }
         if (model_forward(b->ref, &mb, b->pk.ref_logp, 0, &b->err) != 0) goto fail;
-        pack_sums(&b->pk, b->pk.ref_logp, b->ref_table, NULL);
+        train_pack_sums(&b->pk, b->pk.ref_logp, b->ref_table, NULL);
         t_pre = now_s() - t0;
         model_free(b->ref);
         b->ref = NULL;
@@ -634,6 +554,8 @@ int main(int argc, char **argv) {
         other[i] = st[i].pack + st[i].align;
     }
     long step_peak_kb = peak_reset ? proc_kb("VmHWM") : -1;
+    long file_kb = proc_kb("RssFile"), shmem_kb = proc_kb("RssShmem");
+    long mapped_kb = file_kb >= 0 && shmem_kb >= 0 ? file_kb + shmem_kb : -1;
     // clear_refs also resets ru_maxrss, so the process peak is the larger of
     // the set-up peak and the step-phase peak.
     struct rusage ru;
@@ -678,16 +600,18 @@ int main(int argc, char **argv) {
            first.loss, first.grad_norm, first.logps_chosen, first.logps_rejected);
     printf("\"last_loss\":%.9g,", st[steps - 1].loss);
     printf("\"rss_base_kb\":%ld,\"rss_after_warmup_kb\":%ld,\"peak_rss_kb\":%ld,"
-           "\"step_peak_rss_kb\":%ld,",
-           rss_base_kb, rss_setup_kb, peak_kb, step_peak_kb);
+           "\"step_peak_rss_kb\":%ld,\"file_backed_rss_kb\":%ld,",
+           rss_base_kb, rss_setup_kb, peak_kb, step_peak_kb, mapped_kb);
     printf("\"min_bytes\":{\"weights\":%.0f,\"grads\":%.0f,\"adamw\":%.0f,\"reference\":%.0f,"
            "\"activations\":%.0f,\"total\":%.0f},\"model_activation_bytes\":%zu}\n",
            w_bytes, g_bytes, adam_bytes, ref_bytes, act_bytes, min_bytes, model_act);
     fprintf(stderr,
             "%s %-7s threads=%d: step %.4f s (median of %d), %.0f tok/s, %.2f GFLOP/s, "
-            "peak RSS %.1f MiB (step phase %.1f MiB, min %.1f MiB), loss %.6f\n",
+            "peak RSS %.1f MiB (step phase %.1f MiB, of it file-backed %.1f MiB; min %.1f MiB), "
+            "loss %.6f\n",
             sh->name, method_name, threads, med, steps, b->pk.n_tok / med, flops / med / 1e9,
-            peak_kb / 1024.0, step_peak_kb / 1024.0, min_bytes / 1048576.0, first.loss);
+            peak_kb / 1024.0, step_peak_kb / 1024.0, mapped_kb / 1024.0, min_bytes / 1048576.0,
+            first.loss);
     rc = 0;
     goto done;
 fail:
@@ -701,7 +625,9 @@ done:
     free(b->dc);
     free(b->dr);
     free(b->da);
-    pack_free(&b->pk);
+    train_pack_free(&b->pk);
+    free(d.rows);
+    free(d.idx);
     free(d.prompt);
     free(d.chosen);
     free(d.rejected);

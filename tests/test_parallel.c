@@ -1,0 +1,421 @@
+// test_parallel.c — the fast paths of ops.c and model.c against independent
+// expectations:
+//   pool        every task of a region runs exactly once, regions back to
+//               back, more threads than tasks, NULL pool
+//   vexp        the vector exp against libm's double exp (relative error),
+//               special values, lane sums against a double sum
+//   attention   the fused per-task kernels against the sgemm-blocked
+//               attention_forward/backward (head sizes 8, 12, 48, 64; GQA,
+//               MQA; lengths that are not multiples of the blocks)
+//               and the in-place backward task against the accumulating one
+//   classifier  classifier_forward_rows/backward_tile/backward_dx against
+//               logsoftmax_gather_forward/backward (full (M, V) buffers)
+//   recompute   rmsnorm_apply against rmsnorm_forward (bit for bit),
+//               matmul_backward_dw_rows over split rows against a double sum
+//   threads     model forward/backward with 1, 2 and 3 threads: identical
+//               bits (fixed task decomposition), on a batch large enough for
+//               several row blocks, backward chunks (of one and two row
+//               blocks), attention tasks and vocabulary tiles
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "ops.h"
+#include "tests/test_util.h"
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+static double rng_uniform(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+static float *randu(size_t n, double scale) {
+    float *p = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)((2.0 * rng_uniform() - 1.0) * scale);
+    return p;
+}
+
+// Largest |a - b| / (atol + rtol |b|); <= 1 means within tolerance.
+static double worst(const float *a, const float *b, size_t n, double rtol, double atol) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (!(e <= w)) w = e; // NaN counts as worst
+    }
+    return w;
+}
+
+// ---------------------------------------------------------------------------
+
+typedef struct {
+    atomic_int *hits;
+    atomic_int bad_thread;
+    int threads;
+} PoolCtx;
+
+static void count_task(void *p, int task, int thread) {
+    PoolCtx *c = p;
+    atomic_fetch_add(&c->hits[task], 1);
+    if (thread < 0 || thread >= c->threads) atomic_store(&c->bad_thread, 1);
+}
+
+static void test_pool(void) {
+    int sizes[] = {1, 3, 2, 5};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        OpsPool *p = NULL;
+        CHECK(ops_pool_create(&p, sizes[si]) == 0 && p);
+        if (!p) continue;
+        CHECK_INT_EQ(ops_pool_threads(p), sizes[si]);
+        int counts[] = {0, 1, 2, 7, 1000};
+        for (int rep = 0; rep < 50; rep++) {
+            int n = counts[rep % 5];
+            atomic_int *hits = calloc(n ? (size_t)n : 1, sizeof *hits);
+            PoolCtx c = {.hits = hits, .threads = sizes[si]};
+            atomic_init(&c.bad_thread, 0);
+            ops_pool_run(p, count_task, &c, n);
+            int bad = 0;
+            for (int t = 0; t < n; t++)
+                bad += atomic_load(&hits[t]) != 1;
+            CHECK_MSG(bad == 0 && !atomic_load(&c.bad_thread), "pool %d threads, %d tasks: %d bad",
+                      sizes[si], n, bad);
+            free(hits);
+        }
+        ops_pool_free(p);
+    }
+    atomic_int hits[4] = {0};
+    PoolCtx c = {.hits = hits, .threads = 1};
+    atomic_init(&c.bad_thread, 0);
+    ops_pool_run(NULL, count_task, &c, 4);
+    CHECK(hits[0] == 1 && hits[3] == 1 && !atomic_load(&c.bad_thread));
+    CHECK_INT_EQ(ops_pool_threads(NULL), 1);
+}
+
+// ---------------------------------------------------------------------------
+
+static void test_vexp(void) {
+    int n = 200003;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++)
+        x[i] = (float)(-87.0 + 175.5 * i / (n - 1)); // -87 .. 88.5
+    float s = ops_vexp(y, x, 0.0f, 0.0f, 1.0f, n);
+    double rel = 0, sum = 0;
+    for (int i = 0; i < n; i++) {
+        double e = exp((double)x[i]);
+        sum += y[i];
+        double r = fabs(y[i] - e) / e;
+        if (!(r <= rel)) rel = r;
+    }
+    CHECK_MSG(rel < 3e-7, "vexp max relative error %g", rel);
+    CHECK(isinf(s) || fabs(s - sum) <= 1e-5 * sum); // the range reaches 1e38: sum may overflow
+
+    // Shift, second shift and scale: y = scale * exp((x - a) - b), sum of y.
+    for (int i = 0; i < 37; i++)
+        x[i] = (float)(i * 0.25);
+    s = ops_vexp(y, x, 3.0f, 0.5f, -2.0f, 37);
+    sum = 0;
+    for (int i = 0; i < 37; i++) {
+        double e = -2.0 * exp(((double)x[i] - 3.0) - 0.5);
+        CHECK_CLOSE(y[i], e, 3e-7, 0);
+        sum += e;
+    }
+    CHECK_CLOSE(s, sum, 1e-6, 0);
+
+    float sp[6] = {-INFINITY, -200.0f, NAN, INFINITY, 100.0f, 0.0f}, o[6];
+    ops_vexp(o, sp, 0.0f, 0.0f, 1.0f, 6);
+    CHECK(o[0] == 0.0f && o[1] == 0.0f && isnan(o[2]) && isinf(o[3]) && isinf(o[4]) &&
+          o[5] == 1.0f);
+
+    for (int len = 1; len < 40; len++) {
+        float *v = randu((size_t)len, 5.0);
+        int at = (int)(rng_uniform() * len);
+        v[at] = 7.5f;
+        CHECK(ops_vmax(v, len) == 7.5f);
+        free(v);
+    }
+    free(x);
+    free(y);
+}
+
+// ---------------------------------------------------------------------------
+
+static void test_attention_kernels(void) {
+    struct {
+        int NH, NKV, HS;
+    } cfg[] = {{4, 2, 8}, {2, 1, 12}, {3, 3, 48}, {2, 2, 64}};
+    int offsets[] = {0, 1, 20, 61, 61, 98}, n_seqs = 5, N = 98, max_T = 41;
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        int NH = cfg[ci].NH, NKV = cfg[ci].NKV, HS = cfg[ci].HS, C = NH * HS, KVC = NKV * HS;
+        float *q = randu((size_t)N * C, 1.5), *k = randu((size_t)N * KVC, 1.5);
+        float *v = randu((size_t)N * KVC, 1.0), *g = randu((size_t)N * C, 1.0);
+        float *o1 = malloc(sizeof(float) * N * C), *o2 = malloc(sizeof(float) * N * C);
+        float *m1 = malloc(sizeof(float) * N * NH), *m2 = malloc(sizeof(float) * N * NH);
+        float *i1 = malloc(sizeof(float) * N * NH), *i2 = malloc(sizeof(float) * N * NH);
+        float *s1 = malloc(sizeof(float) * attention_scratch_floats(max_T));
+        float *s2 = malloc(sizeof(float) * attention_task_scratch_floats(max_T, HS));
+        attention_forward(o1, m1, i1, s1, q, k, v, offsets, n_seqs, NH, NKV, HS);
+        for (int s = 0; s < n_seqs; s++)
+            for (int h = 0; h < NH; h++)
+                attention_forward_task(o2, m2, i2, s2, q, k, v, offsets[s],
+                                       offsets[s + 1] - offsets[s], h, NH, NKV, HS);
+        CHECK_MSG(worst(o2, o1, (size_t)N * C, 1e-5, 1e-6) <= 1, "fused attention out HS=%d", HS);
+        CHECK_MSG(worst(m2, m1, (size_t)N * NH, 1e-6, 1e-6) <= 1, "fused attention max HS=%d", HS);
+        CHECK_MSG(worst(i2, i1, (size_t)N * NH, 1e-6, 0) <= 1, "fused attention 1/sum HS=%d", HS);
+
+        float *dq1 = calloc((size_t)N * C, 4), *dq2 = calloc((size_t)N * C, 4);
+        float *dk1 = calloc((size_t)N * KVC, 4), *dk2 = calloc((size_t)N * KVC, 4);
+        float *dv1 = calloc((size_t)N * KVC, 4), *dv2 = calloc((size_t)N * KVC, 4);
+        attention_backward(dq1, dk1, dv1, s1, g, q, k, v, m1, i1, offsets, n_seqs, NH, NKV, HS);
+        for (int s = 0; s < n_seqs; s++)
+            for (int kh = 0; kh < NKV; kh++)
+                attention_backward_task(dq2, dk2, dv2, s2, g, q, k, v, m2, i2, offsets[s],
+                                        offsets[s + 1] - offsets[s], kh, NH, NKV, HS, NULL, NULL,
+                                        NULL);
+        CHECK_MSG(worst(dq2, dq1, (size_t)N * C, 1e-4, 1e-6) <= 1, "fused attention dq HS=%d", HS);
+        CHECK_MSG(worst(dk2, dk1, (size_t)N * KVC, 1e-4, 1e-6) <= 1, "fused attention dk HS=%d",
+                  HS);
+        CHECK_MSG(worst(dv2, dv1, (size_t)N * KVC, 1e-4, 1e-6) <= 1, "fused attention dv HS=%d",
+                  HS);
+
+        // With RoPE tables the task rotates its dq / dk slices back.
+        int *pos = malloc(sizeof(int) * N);
+        ops_positions(pos, offsets, n_seqs);
+        float *cs = malloc(sizeof(float) * 64 * HS / 2), *sn = malloc(sizeof(float) * 64 * HS / 2);
+        ops_rope_tables(cs, sn, 64, HS, 10000.0f);
+        memset(dq2, 0, sizeof(float) * N * C);
+        memset(dk2, 0, sizeof(float) * N * KVC);
+        for (int s = 0; s < n_seqs; s++)
+            for (int kh = 0; kh < NKV; kh++)
+                attention_backward_task(dq2, dk2, dv2, s2, g, q, k, v, m2, i2, offsets[s],
+                                        offsets[s + 1] - offsets[s], kh, NH, NKV, HS, pos, cs, sn);
+        rope_backward(dq1, pos, cs, sn, N, NH, HS);
+        rope_backward(dk1, pos, cs, sn, N, NKV, HS);
+        CHECK_MSG(worst(dq2, dq1, (size_t)N * C, 1e-4, 1e-6) <= 1, "attention+rope dq HS=%d", HS);
+        CHECK_MSG(worst(dk2, dk1, (size_t)N * KVC, 1e-4, 1e-6) <= 1, "attention+rope dk HS=%d", HS);
+
+        // In place (dq over dout, dk over k, dv over v) gives what the
+        // accumulating task adds to zeroed outputs, with and without RoPE.
+        for (int rope = 0; rope < 2; rope++) {
+            float *gi = malloc(sizeof(float) * N * C), *ki = malloc(sizeof(float) * N * KVC);
+            float *vi = malloc(sizeof(float) * N * KVC);
+            memcpy(gi, g, sizeof(float) * N * C);
+            memcpy(ki, k, sizeof(float) * N * KVC);
+            memcpy(vi, v, sizeof(float) * N * KVC);
+            memset(dq2, 0, sizeof(float) * N * C);
+            memset(dk2, 0, sizeof(float) * N * KVC);
+            memset(dv2, 0, sizeof(float) * N * KVC);
+            for (int s = 0; s < n_seqs; s++)
+                for (int kh = 0; kh < NKV; kh++) {
+                    int o = offsets[s], T = offsets[s + 1] - o;
+                    attention_backward_task(dq2, dk2, dv2, s2, g, q, k, v, m2, i2, o, T, kh, NH,
+                                            NKV, HS, pos, rope ? cs : NULL, sn);
+                    attention_backward_task_inplace(gi, ki, vi, s2, q, m2, i2, o, T, kh, NH, NKV,
+                                                    HS, pos, rope ? cs : NULL, sn);
+                }
+            int bad = 0;
+            for (int i = 0; i < N * C; i++)
+                bad += gi[i] != dq2[i];
+            for (int i = 0; i < N * KVC; i++)
+                bad += (ki[i] != dk2[i]) + (vi[i] != dv2[i]);
+            CHECK_MSG(bad == 0, "in-place attention backward HS=%d rope=%d: %d differ", HS, rope,
+                      bad);
+            free(gi), free(ki), free(vi);
+        }
+        free(pos), free(cs), free(sn);
+        free(q), free(k), free(v), free(g), free(o1), free(o2), free(m1), free(m2), free(i1),
+            free(i2), free(s1), free(s2), free(dq1), free(dq2), free(dk1), free(dk2), free(dv1),
+            free(dv2);
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+static void test_classifier_kernels(void) {
+    int M = 37, D = 24, V = 1000, vb = 96;
+    float *x = randu((size_t)M * D, 2.0), *w = randu((size_t)V * D, 1.0);
+    float *g = randu((size_t)M, 1.0);
+    int *tg = malloc(sizeof(int) * M);
+    for (int i = 0; i < M; i++)
+        tg[i] = (int)(rng_uniform() * V);
+    g[3] = 0.0f; // a row without gradient
+
+    float *probs = malloc(sizeof(float) * M * V), *lp1 = malloc(sizeof(float) * M);
+    logsoftmax_gather_forward(lp1, probs, x, w, tg, M, D, V);
+    float *dx1 = calloc((size_t)M * D, 4), *dw1 = calloc((size_t)V * D, 4);
+    logsoftmax_gather_backward(dx1, dw1, probs, g, x, w, tg, M, D, V);
+
+    // Rows in two uneven blocks, tiles that do not divide V.
+    float *lp2 = malloc(sizeof(float) * M), *lm = malloc(sizeof(float) * M);
+    float *ll = malloc(sizeof(float) * M), *E = malloc(sizeof(float) * M * D);
+    float *scr = malloc(sizeof(float) * classifier_scratch_floats(M, vb));
+    int split = 20;
+    classifier_forward_rows(lp2, lm, ll, E, scr, x, w, tg, split, D, V, vb);
+    classifier_forward_rows(lp2 + split, lm + split, ll + split, E + (size_t)split * D, scr,
+                            x + (size_t)split * D, w, tg + split, M - split, D, V, vb);
+    CHECK_MSG(worst(lp2, lp1, (size_t)M, 1e-6, 1e-6) <= 1, "classifier rows logp");
+    // E without the E pass gives the same log-probs.
+    float *lp3 = malloc(sizeof(float) * M);
+    classifier_forward_rows(lp3, lm, ll, NULL, scr, x, w, tg, M, D, V, vb);
+    CHECK(memcmp(lp3, lp2, sizeof(float) * split) == 0);
+
+    float *dx2 = calloc((size_t)M * D, 4), *dw2 = calloc((size_t)V * D, 4);
+    classifier_backward_dx(dx2, g, E, w, tg, M, D);
+    int rb = 16;
+    float *scr2 = malloc(sizeof(float) * (size_t)rb * (vb + 16));
+    for (int v0 = 0; v0 < V; v0 += vb)
+        classifier_backward_tile(dw2, scr2, g, x, w, tg, lm, ll, M, D, v0,
+                                 V - v0 < vb ? V - v0 : vb, rb);
+    CHECK_MSG(worst(dx2, dx1, (size_t)M * D, 1e-4, 1e-6) <= 1, "classifier dx via E");
+    CHECK_MSG(worst(dw2, dw1, (size_t)V * D, 1e-4, 1e-6) <= 1, "classifier dwcls tiles");
+    for (int d = 0; d < D; d++)
+        CHECK(dx2[3 * D + d] == 0.0f);
+    free(x), free(w), free(g), free(tg), free(probs), free(lp1), free(dx1), free(dw1), free(lp2),
+        free(lm), free(ll), free(E), free(scr), free(lp3), free(dx2), free(dw2), free(scr2);
+}
+
+// ---------------------------------------------------------------------------
+
+// rmsnorm_apply recomputes rmsnorm_forward's output bit for bit (the
+// backward relies on it instead of keeping the normed rows), and
+// matmul_backward_dw_rows over a split of the output rows gives
+// matmul_backward's weight gradient.
+static void test_recompute_ops(void) {
+    int dims[] = {1, 7, 16, 33, 64, 100};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int N = 5, D = dims[di];
+        float *x = randu((size_t)N * D, 3.0), *w = randu((size_t)D, 1.5);
+        float *o1 = malloc(sizeof(float) * N * D), *o2 = malloc(sizeof(float) * N * D);
+        float *rstd = malloc(sizeof(float) * N);
+        rmsnorm_forward(o1, rstd, x, w, N, D, 1e-5f);
+        rmsnorm_apply(o2, x, w, rstd, N, D);
+        CHECK_MSG(memcmp(o1, o2, sizeof(float) * N * D) == 0, "rmsnorm_apply D=%d", D);
+        free(x), free(w), free(o1), free(o2), free(rstd);
+    }
+    int N = 77, Cin = 40, Cout = 53;
+    float *dout = randu((size_t)N * Cout, 1.0), *inp = randu((size_t)N * Cin, 1.0);
+    float *dw1 = randu((size_t)Cout * Cin, 1.0), *dw2 = malloc(sizeof(float) * Cout * Cin);
+    double *ref = malloc(sizeof(double) * Cout * Cin);
+    for (int o = 0; o < Cout; o++)
+        for (int i = 0; i < Cin; i++) {
+            double acc = dw1[(size_t)o * Cin + i];
+            for (int t = 0; t < N; t++)
+                acc += (double)dout[(size_t)t * Cout + o] * inp[(size_t)t * Cin + i];
+            ref[(size_t)o * Cin + i] = acc;
+        }
+    memcpy(dw2, dw1, sizeof(float) * Cout * Cin);
+    matmul_backward(NULL, dw1, dout, inp, NULL, N, Cin, Cout);
+    int cuts[] = {0, 16, 17, 48, Cout};
+    for (int p = 0; p + 1 < 5; p++)
+        matmul_backward_dw_rows(dw2, dout, inp, N, Cin, Cout, cuts[p], cuts[p + 1]);
+    matmul_backward_dw_rows(dw2, dout, inp, N, Cin, Cout, 30, 30); // empty: no-op
+    float *dwf = malloc(sizeof(float) * Cout * Cin);
+    for (int i = 0; i < Cout * Cin; i++)
+        dwf[i] = (float)ref[i];
+    CHECK_MSG(worst(dw1, dwf, (size_t)Cout * Cin, 1e-5, 1e-5) <= 1, "matmul_backward dw");
+    CHECK_MSG(worst(dw2, dwf, (size_t)Cout * Cin, 1e-5, 1e-5) <= 1, "matmul_backward_dw_rows");
+    free(dout), free(inp), free(dw1), free(dw2), free(ref), free(dwf);
+}
+
+// ---------------------------------------------------------------------------
+
+// Forward and backward of one config at 1, 2 and 3 threads: identical bits.
+static void check_thread_counts(const ModelConfig *cfg) {
+    ModelConfig c = *cfg;
+    // Lengths: long, one token, empty, not multiples of any block.
+    int lens[] = {300, 1, 217, 0, 150, 299, 33, 140};
+    int n_seqs = 8, offsets[9] = {0};
+    for (int s = 0; s < n_seqs; s++)
+        offsets[s + 1] = offsets[s] + lens[s];
+    int N = offsets[n_seqs];
+    int *tok = malloc(sizeof(int) * N), *tg = malloc(sizeof(int) * N);
+    float *dl = malloc(sizeof(float) * N);
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = offsets[s]; i < offsets[s + 1]; i++) {
+            tok[i] = (int)(rng_uniform() * c.vocab_size);
+            int last = i == offsets[s + 1] - 1, prompt = i - offsets[s] < 10;
+            tg[i] = last || prompt ? -1 : (int)(rng_uniform() * c.vocab_size);
+            dl[i] = (float)(2.0 * rng_uniform() - 1.0);
+        }
+    ModelBatch b = {n_seqs, offsets, tok, tg};
+    BsError err;
+    size_t P = model_param_count(&c);
+    float *lp[3], *gr[3];
+    int threads[3] = {1, 2, 3};
+    for (int t = 0; t < 3; t++) {
+        Model *m = NULL;
+        lp[t] = calloc((size_t)N, sizeof(float));
+        gr[t] = calloc(P, sizeof(float));
+        CHECK(model_create(&m, &c, 1, &err) == 0);
+        if (!m) continue;
+        model_init_random(m, 99);
+        model_set_threads(m, threads[t]);
+        model_zero_grads(m);
+        CHECK(model_forward(m, &b, lp[t], 1, &err) == 0);
+        CHECK(model_backward(m, &b, dl, &err) == 0);
+        memcpy(gr[t], model_grads(m), P * sizeof(float));
+        // The frozen path (one slot, scratch activations) gives the same logp.
+        float *lp2 = calloc((size_t)N, sizeof(float));
+        CHECK(model_forward(m, &b, lp2, 0, &err) == 0);
+        CHECK(memcmp(lp2, lp[t], sizeof(float) * N) == 0);
+        free(lp2);
+        model_free(m);
+    }
+    int finite = 1, nonzero = 0;
+    for (int i = 0; i < N; i++) {
+        finite &= isfinite(lp[0][i]);
+        nonzero += tg[i] >= 0 && lp[0][i] < 0.0f;
+    }
+    for (size_t i = 0; i < P; i++)
+        finite &= isfinite(gr[0][i]);
+    CHECK(finite && nonzero > N / 2);
+    for (int t = 1; t < 3; t++) {
+        CHECK_MSG(memcmp(lp[t], lp[0], sizeof(float) * N) == 0, "dim %d: logp differ at %d threads",
+                  c.dim, threads[t]);
+        CHECK_MSG(memcmp(gr[t], gr[0], sizeof(float) * P) == 0,
+                  "dim %d: grads differ at %d threads", c.dim, threads[t]);
+    }
+    for (int t = 0; t < 3; t++)
+        free(lp[t]), free(gr[t]);
+    free(tok), free(tg), free(dl);
+}
+
+static void test_thread_counts(void) {
+    ModelConfig c = {.dim = 32,
+                     .hidden_dim = 56,
+                     .n_layers = 2,
+                     .n_heads = 4,
+                     .n_kv_heads = 2,
+                     .vocab_size = 1100,
+                     .seq_len = 300,
+                     .shared_classifier = 0,
+                     .norm_eps = 1e-5f,
+                     .rope_theta = 10000.0f};
+    check_thread_counts(&c); // backward chunks of one row block (dim < 256)
+    ModelConfig c2 = {.dim = 256,
+                      .hidden_dim = 96,
+                      .n_layers = 1,
+                      .n_heads = 4,
+                      .n_kv_heads = 2,
+                      .vocab_size = 300,
+                      .seq_len = 300,
+                      .shared_classifier = 1,
+                      .norm_eps = 1e-5f,
+                      .rope_theta = 10000.0f};
+    check_thread_counts(&c2); // two row blocks per chunk, the last chunk partial
+}
+
+int main(void) {
+    test_pool();
+    test_vexp();
+    test_attention_kernels();
+    test_classifier_kernels();
+    test_recompute_ops();
+    test_thread_counts();
+    return test_summary("parallel");
+}
