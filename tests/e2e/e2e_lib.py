@@ -24,6 +24,16 @@ BUILD = os.environ.get("BREWSLM_BUILD") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
 BINARY = os.path.join(BUILD, "daemon", "brewslmd")
 
+# Sanitized builds (deploy/sanitize.sh) run 2-4x slower and export
+# BREWSLM_TIME_SCALE: the waits for the daemon (its address, a job status or
+# step, its exit on SIGTERM) are stretched by it; what is checked is not.
+TIME_SCALE = max(1.0, float(os.environ.get("BREWSLM_TIME_SCALE") or 1))
+
+
+def scaled(seconds):
+    """A wait of `seconds` on an unsanitized build, stretched for this build."""
+    return seconds * TIME_SCALE
+
 _daemons = []
 _failures = []
 
@@ -127,6 +137,7 @@ class Daemon:
                                      preexec_fn=_die_with_parent)
         log.close()
         line = b""
+        timeout = scaled(timeout)
         deadline = time.time() + timeout
         while not line.endswith(b"\n"):
             left = deadline - time.time()
@@ -171,11 +182,16 @@ class Daemon:
                 pass
 
     def stop_kill(self):
-        """Ends the daemon (SIGTERM, then SIGKILL) and removes its folder."""
+        """Ends the daemon (SIGTERM, then SIGKILL) and removes its folder.
+        A daemon that does not exit 0 on SIGTERM is a failure: under the
+        sanitizers a leak or error found at exit makes that status non-zero,
+        and a SIGKILL would skip the leak check."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            if self.wait_exit(40) is None:
+            rc = self.wait_exit(scaled(40))
+            if rc is None:
                 self.kill()
+            check(rc == 0, "daemon exited 0 on SIGTERM (status %s)" % rc)
         if self in _daemons:
             _daemons.remove(self)
         if self.owns_dir and not _failures:
@@ -225,6 +241,7 @@ class Daemon:
         return r.json()
 
     def wait_status(self, job_id, statuses, timeout=120):
+        timeout = scaled(timeout)
         deadline = time.time() + timeout
         while True:
             j = self.job(job_id)
@@ -237,6 +254,7 @@ class Daemon:
             time.sleep(0.1)
 
     def wait_step(self, job_id, step, timeout=120):
+        timeout = scaled(timeout)
         deadline = time.time() + timeout
         while True:
             j = self.job(job_id)

@@ -24,7 +24,7 @@ import threading
 import time
 
 from rel_lib import (Daemon, check, db_integrity, db_query, dpo_recipe, error_shape_ok, finish,
-                     preference_rows, require, write_jsonl)
+                     preference_rows, require, scaled, write_jsonl)
 
 mounts = []
 
@@ -216,7 +216,16 @@ try:
     check(reads.get("r") and all(x == (200, 200) for x in reads["r"]),
           "healthz and reads answer while the write lock is held: %r" % reads.get("r"))
     check(d.proc.poll() is None, "daemon alive after the long lock")
-    step_after = d.job(jid)["progress"]["step"]
+    # The job's commit has waited out both locks in SQLite's busy handler,
+    # which retries every 100 ms at most: give it that long (stretched on a
+    # sanitized build) to take the lock back before looking at its step.
+    deadline = time.time() + scaled(5)
+    while True:
+        j = d.job(jid)
+        step_after = j["progress"]["step"]
+        if step_after > step_before or j["status"] != "running" or time.time() > deadline:
+            break
+        time.sleep(0.05)
     check(step_after > step_before, "the job moved on after the locks (%d -> %d)"
           % (step_before, step_after))
     j = terminal(d, jid, timeout=180)
