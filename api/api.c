@@ -14,7 +14,6 @@
 #include "brewslm_config.h"
 #include "generate_route.h"
 #include "jobutil.h"
-#include "jsoncheck.h"
 #include "preflight.h"
 #include "recipe.h"
 #include "assets.h"
@@ -120,29 +119,9 @@ static void free_void(void *p) {
 // Parses the body as a recipe (freed with the request). Syntax problems are
 // 400; a well-formed body with a bad key or value is 422 naming the key.
 static Recipe *req_recipe(HttpRequest *req, HttpBodyFormat fmt) {
+    if (http_body_check(req, fmt, JSON_MAX_DEPTH) < 0) return NULL;
     size_t len;
     const char *body = http_body(req, &len);
-    // JSON and YAML bodies are UTF-8 (RFC 8259; a BOM-less YAML stream):
-    // refusing other bytes here keeps every stored and echoed string valid.
-    if (!utf8_valid(body, len)) {
-        http_reply_error(req, 400, "invalid_request", "invalid_utf8", NULL,
-                         "the body is not valid UTF-8");
-        return NULL;
-    }
-    if (fmt == HTTP_BODY_JSON) {
-        char why[128];
-        int is_obj = 0;
-        if (json_check(body, len, JSON_MAX_DEPTH, &is_obj, why, sizeof(why)) < 0) {
-            http_reply_error(req, 400, "invalid_request", "malformed_json", NULL,
-                             "the body is not valid JSON: %s", why);
-            return NULL;
-        }
-        if (!is_obj) {
-            http_reply_error(req, 400, "invalid_request", "malformed_body", NULL,
-                             "the body must be a JSON object");
-            return NULL;
-        }
-    }
     Recipe *r = http_alloc(req, sizeof(*r));
     if (!r) {
         oom(req);

@@ -19,7 +19,6 @@
 #include "generate.h"
 #include "hf.h"
 #include "jobutil.h"
-#include "jsoncheck.h"
 #include "model.h"
 #include "recipe.h"
 #include "strbuf.h"
@@ -233,25 +232,9 @@ static cJSON *req_body(HttpRequest *req) {
                          "the body must be application/json");
         return NULL;
     }
+    if (http_body_check(req, fmt, GEN_JSON_DEPTH) < 0) return NULL;
     size_t len;
     const char *body = http_body(req, &len);
-    if (!utf8_valid(body, len)) {
-        http_reply_error(req, 400, "invalid_request", "invalid_utf8", NULL,
-                         "the body is not valid UTF-8");
-        return NULL;
-    }
-    char why[128];
-    int is_obj = 0;
-    if (json_check(body, len, GEN_JSON_DEPTH, &is_obj, why, sizeof(why)) < 0) {
-        http_reply_error(req, 400, "invalid_request", "malformed_json", NULL,
-                         "the body is not valid JSON: %s", why);
-        return NULL;
-    }
-    if (!is_obj) {
-        http_reply_error(req, 400, "invalid_request", "malformed_body", NULL,
-                         "the body must be a JSON object");
-        return NULL;
-    }
     cJSON *o = cJSON_ParseWithLength(body, len);
     if (!o) {
         oom(req); // the syntax was checked above

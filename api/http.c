@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsoncheck.h"
 #include "strbuf.h"
 
 #define MAX_PARAMS 4
@@ -484,6 +485,31 @@ int http_body_format(HttpRequest *req, HttpBodyFormat *fmt) {
     if (req->body_len == 0) {
         http_reply_error(req, 400, "invalid_request", "empty_body", NULL,
                          "the request body is empty");
+        return -1;
+    }
+    return 0;
+}
+
+int http_body_check(HttpRequest *req, HttpBodyFormat fmt, int max_depth) {
+    size_t len;
+    const char *body = http_body(req, &len);
+    // Refusing other bytes here keeps every stored and echoed string valid.
+    if (!utf8_valid(body, len)) {
+        http_reply_error(req, 400, "invalid_request", "invalid_utf8", NULL,
+                         "the body is not valid UTF-8");
+        return -1;
+    }
+    if (fmt != HTTP_BODY_JSON) return 0;
+    char why[128];
+    int is_obj = 0;
+    if (json_check(body, len, max_depth, &is_obj, why, sizeof(why)) < 0) {
+        http_reply_error(req, 400, "invalid_request", "malformed_json", NULL,
+                         "the body is not valid JSON: %s", why);
+        return -1;
+    }
+    if (!is_obj) {
+        http_reply_error(req, 400, "invalid_request", "malformed_body", NULL,
+                         "the body must be a JSON object");
         return -1;
     }
     return 0;

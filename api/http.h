@@ -171,6 +171,11 @@ typedef enum { HTTP_BODY_JSON = 1, HTTP_BODY_YAML = 2 } HttpBodyFormat;
 // application/x-yaml, text/yaml (parameters like charset ignored): else 415.
 // An empty body is answered 400.
 int http_body_format(HttpRequest *req, HttpBodyFormat *fmt);
+// The body must be UTF-8 (JSON and YAML bodies are: RFC 8259, a BOM-less
+// YAML stream) and, for HTTP_BODY_JSON, one strict RFC 8259 object nested at
+// most max_depth deep (json_check): else 400 invalid_utf8 / malformed_json /
+// malformed_body.
+int http_body_check(HttpRequest *req, HttpBodyFormat fmt, int max_depth);
 // Parses v as a base-10 integer in [lo, hi]: an optional '-' and digits
 // only (no spaces, '+', exponents). Returns 0, or -1 for anything else.
 int http_parse_int(const char *v, long long lo, long long hi, long long *out);

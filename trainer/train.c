@@ -223,6 +223,26 @@ static int path_join(char *out, size_t cap, const char *a, const char *b, BsErro
 // ---------------------------------------------------------------------------
 // packed micro-batches
 
+void train_pack_align_batch(const TrainPack *p, int B, int preference, int dpo, int orpo,
+                            AlignBatch *ab) {
+    memset(ab, 0, sizeof *ab);
+    ab->n = B;
+    ab->chosen_logps = p->comp;
+    ab->chosen_len = p->n_comp;
+    if (preference) {
+        ab->rejected_logps = p->comp + B;
+        ab->rejected_len = p->n_comp + B;
+    }
+    if (dpo) {
+        ab->ref_chosen_logps = p->ref_comp;
+        ab->ref_rejected_logps = p->ref_comp + B;
+    }
+    if (orpo) {
+        ab->chosen_all_logps = p->all;
+        ab->chosen_all_len = p->n_all;
+    }
+}
+
 void train_pack_free(TrainPack *p) {
     free(p->offsets);
     free(p->tokens);
@@ -439,22 +459,8 @@ static int micro_batch(Trainer *t, const Dataset *ds, const int *idx, int B,
     train_pack_sums(p, p->logp, p->comp, p->all);
     if (t->dpo && ref_sums(t, idx, B, ref_table) != 0) return -1;
 
-    AlignBatch ab = {0};
-    ab.n = B;
-    ab.chosen_logps = p->comp;
-    ab.chosen_len = p->n_comp;
-    if (t->preference) {
-        ab.rejected_logps = p->comp + B;
-        ab.rejected_len = p->n_comp + B;
-    }
-    if (t->dpo) {
-        ab.ref_chosen_logps = p->ref_comp;
-        ab.ref_rejected_logps = p->ref_comp + B;
-    }
-    if (t->orpo) {
-        ab.chosen_all_logps = p->all;
-        ab.chosen_all_len = p->n_all;
-    }
+    AlignBatch ab;
+    train_pack_align_batch(p, B, t->preference, t->dpo, t->orpo, &ab);
     AlignResult ar = {0};
     ar.d_chosen = t->d_chosen;
     ar.d_rejected = t->d_rejected;

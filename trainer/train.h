@@ -10,6 +10,7 @@
 #ifndef TRAIN_H
 #define TRAIN_H
 
+#include "align.h"
 #include "bs.h"
 #include "data.h"
 #include "recipe.h"
@@ -83,6 +84,12 @@ void train_pack_sums(const TrainPack *p, const float *logp, double *comp, double
 // divided by scale (the micro-batches per optimizer step); 0 elsewhere.
 void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double *d_rejected,
                       const double *d_chosen_all, double scale);
+// The AlignBatch of a packed micro-batch of B rows after train_pack_sums:
+// chosen (and, when preference, rejected) completion sums and lengths; the
+// reference sums p->ref_comp when dpo; ORPO's whole-sequence sums when orpo.
+// ab points into p (valid while p is).
+void train_pack_align_batch(const TrainPack *p, int B, int preference, int dpo, int orpo,
+                            AlignBatch *ab);
 // Frees the buffers and zeroes p.
 void train_pack_free(TrainPack *p);
 

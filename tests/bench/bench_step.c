@@ -284,22 +284,8 @@ static int bench_step(Bench *b, StepTimes *st) {
         memcpy(p->ref_comp, b->ref_table, 2 * (size_t)B * sizeof(double));
     }
     double t3 = now_s();
-    AlignBatch ab = {0};
-    ab.n = B;
-    ab.chosen_logps = p->comp;
-    ab.chosen_len = p->n_comp;
-    if (b->preference) {
-        ab.rejected_logps = p->comp + B;
-        ab.rejected_len = p->n_comp + B;
-    }
-    if (b->dpo) {
-        ab.ref_chosen_logps = p->ref_comp;
-        ab.ref_rejected_logps = p->ref_comp + B;
-    }
-    if (b->orpo) {
-        ab.chosen_all_logps = p->all;
-        ab.chosen_all_len = p->n_all;
-    }
+    AlignBatch ab;
+    train_pack_align_batch(p, B, b->preference, b->dpo, b->orpo, &ab);
     AlignResult ar = {0};
     ar.d_chosen = b->dc;
     ar.d_rejected = b->dr;
