@@ -1614,23 +1614,34 @@ static int get_prepend_scheme(const cJSON *o, const char *param, int *out, BsErr
     return 0;
 }
 
-static int parse_normalizer(HfTok *h, const cJSON *n, const char *param, BsError *err) {
+// One step of a normalizer / pre-tokenizer / decoder / post-processor
+// chain; arg is the parser's own (the post-processor's PostTokens).
+typedef int (*StepParser)(HfTok *h, const cJSON *n, const char *param, void *arg, BsError *err);
+
+// A "Sequence" node: fn on each element of the list n[key], named
+// param.key[i] in errors.
+static int parse_sequence(HfTok *h, const cJSON *n, const char *key, const char *param,
+                          StepParser fn, void *arg, BsError *err) {
+    const cJSON *arr = item(n, key);
+    if (!cJSON_IsArray(arr))
+        return bs_fail(err, "invalid_tokenizer", param, "%s.%s must be a list", param, key);
+    int i = 0;
+    for (const cJSON *c = arr->child; c; c = c->next, i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%s.%s[%d]", param, key, i);
+        if (fn(h, c, p, arg, err) != 0) return -1;
+    }
+    return 0;
+}
+
+static int parse_normalizer(HfTok *h, const cJSON *n, const char *param, void *arg, BsError *err) {
+    (void)arg;
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = get_type(n, param, err);
     if (!type) return -1;
     Step st = {0};
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = item(n, "normalizers");
-        if (!cJSON_IsArray(arr))
-            return bs_fail(err, "invalid_tokenizer", param, "%s.normalizers must be a list", param);
-        int i = 0;
-        for (const cJSON *c = arr->child; c; c = c->next, i++) {
-            char p[128];
-            snprintf(p, sizeof p, "%s.normalizers[%d]", param, i);
-            if (parse_normalizer(h, c, p, err) != 0) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return parse_sequence(h, n, "normalizers", param, parse_normalizer, NULL, err);
     if (strcmp(type, "Prepend") == 0) {
         st.type = ST_PREPEND;
         if (get_content(n, "prepend", param, &st, err) != 0) goto fail;
@@ -1650,24 +1661,15 @@ fail:
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static int parse_pre_tokenizer(HfTok *h, const cJSON *n, const char *param, BsError *err) {
+static int parse_pre_tokenizer(HfTok *h, const cJSON *n, const char *param, void *arg,
+                               BsError *err) {
+    (void)arg;
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = get_type(n, param, err);
     if (!type) return -1;
     Step st = {0};
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = item(n, "pretokenizers");
-        if (!cJSON_IsArray(arr))
-            return bs_fail(err, "invalid_tokenizer", param, "%s.pretokenizers must be a list",
-                           param);
-        int i = 0;
-        for (const cJSON *c = arr->child; c; c = c->next, i++) {
-            char p[128];
-            snprintf(p, sizeof p, "%s.pretokenizers[%d]", param, i);
-            if (parse_pre_tokenizer(h, c, p, err) != 0) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return parse_sequence(h, n, "pretokenizers", param, parse_pre_tokenizer, NULL, err);
     if (strcmp(type, "ByteLevel") == 0) {
         st.type = ST_BYTELEVEL;
         if (get_bool(n, "add_prefix_space", 1, param, &st.add_prefix_space, err) != 0 ||
@@ -1720,24 +1722,15 @@ fail:
     return -1;
 }
 
-static int parse_decoder(HfTok *h, const cJSON *n, const char *param, BsError *err) {
+static int parse_decoder(HfTok *h, const cJSON *n, const char *param, void *arg, BsError *err) {
+    (void)arg;
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = get_type(n, param, err);
     if (!type) return -1;
     h->has_decoder = 1;
     Step st = {0};
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = item(n, "decoders");
-        if (!cJSON_IsArray(arr))
-            return bs_fail(err, "invalid_tokenizer", param, "%s.decoders must be a list", param);
-        int i = 0;
-        for (const cJSON *c = arr->child; c; c = c->next, i++) {
-            char p[128];
-            snprintf(p, sizeof p, "%s.decoders[%d]", param, i);
-            if (parse_decoder(h, c, p, err) != 0) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return parse_sequence(h, n, "decoders", param, parse_decoder, NULL, err);
     if (strcmp(type, "ByteLevel") == 0) {
         st.type = ST_BYTELEVEL;
     } else if (strcmp(type, "Replace") == 0) {
@@ -1789,23 +1782,18 @@ static int template_ids(const cJSON *pp, const char *name, const char *param, co
 
 // The BOS / EOS of a post-processor: the special tokens before and after $A
 // in TemplateProcessing's single template (one token each at most).
-static int parse_post_processor(HfTok *h, const cJSON *n, const char *param, int *bos, int *eos,
+typedef struct {
+    int bos, eos; // token ids, or -1
+} PostTokens;
+
+static int parse_post_processor(HfTok *h, const cJSON *n, const char *param, void *arg,
                                 BsError *err) {
+    PostTokens *pt = arg;
     if (!n || cJSON_IsNull(n)) return 0;
     const char *type = get_type(n, param, err);
     if (!type) return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        const cJSON *arr = item(n, "processors");
-        if (!cJSON_IsArray(arr))
-            return bs_fail(err, "invalid_tokenizer", param, "%s.processors must be a list", param);
-        int i = 0;
-        for (const cJSON *c = arr->child; c; c = c->next, i++) {
-            char p[128];
-            snprintf(p, sizeof p, "%s.processors[%d]", param, i);
-            if (parse_post_processor(h, c, p, bos, eos, err) != 0) return -1;
-        }
-        return 0;
-    }
+    if (strcmp(type, "Sequence") == 0)
+        return parse_sequence(h, n, "processors", param, parse_post_processor, pt, err);
     if (strcmp(type, "ByteLevel") == 0) return 0; // offsets only
     if (strcmp(type, "TemplateProcessing") != 0)
         return unsupported(err, param, "post-processors (BERT/RoBERTa-style pairs are not)", type,
@@ -1851,8 +1839,8 @@ static int parse_post_processor(HfTok *h, const cJSON *n, const char *param, int
                        "most are supported",
                        p, n_before, n_after);
     }
-    if (n_before) *bos = before;
-    if (n_after) *eos = after;
+    if (n_before) pt->bos = before;
+    if (n_after) pt->eos = after;
     return 0;
 }
 
@@ -2148,7 +2136,8 @@ static char *dir_of(const char *path) {
 static int load_tokenizer_json(HfTok *h, const char *path, const char *dir, BsError *err) {
     cJSON *root = parse_json_file(path, err);
     if (!root) return -1;
-    int rc = -1, tpl_bos = -1, tpl_eos = -1;
+    int rc = -1;
+    PostTokens tpl = {-1, -1};
     Buf tmp = {0};
     if (!cJSON_IsObject(root)) {
         bs_fail(err, "invalid_tokenizer", path, "%s is not a JSON object", path);
@@ -2210,7 +2199,7 @@ static int load_tokenizer_json(HfTok *h, const char *path, const char *dir, BsEr
     }
     if (alloc_tables(h, max_id, n_vocab, n_added, err) != 0 ||
         fill_vocab(h, vocab, "model.vocab", err) != 0 ||
-        parse_normalizer(h, item(root, "normalizer"), "normalizer", err) != 0)
+        parse_normalizer(h, item(root, "normalizer"), "normalizer", NULL, err) != 0)
         goto done;
     for (const cJSON *c = added ? added->child : NULL; c; c = c->next) {
         int special = 0, normalized = 1, lstrip = 0, rstrip = 0, single_word = 0;
@@ -2291,11 +2280,10 @@ static int load_tokenizer_json(HfTok *h, const char *path, const char *dir, BsEr
         if (add_merge(h, a, al, b, bl, rank, "model.merges", &tmp, err) != 0) goto done;
     }
     if (finish_model(h, err) != 0 ||
-        parse_pre_tokenizer(h, item(root, "pre_tokenizer"), "pre_tokenizer", err) != 0 ||
-        parse_decoder(h, item(root, "decoder"), "decoder", err) != 0 ||
-        parse_post_processor(h, item(root, "post_processor"), "post_processor", &tpl_bos, &tpl_eos,
-                             err) != 0 ||
-        finish_specials(h, dir, tpl_bos, tpl_eos, 0, NULL, err) != 0 || build_pieces(h, err) != 0)
+        parse_pre_tokenizer(h, item(root, "pre_tokenizer"), "pre_tokenizer", NULL, err) != 0 ||
+        parse_decoder(h, item(root, "decoder"), "decoder", NULL, err) != 0 ||
+        parse_post_processor(h, item(root, "post_processor"), "post_processor", &tpl, err) != 0 ||
+        finish_specials(h, dir, tpl.bos, tpl.eos, 0, NULL, err) != 0 || build_pieces(h, err) != 0)
         goto done;
     rc = 0;
     goto done;

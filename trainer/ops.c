@@ -44,6 +44,20 @@
 // EXP_HI (log FLT_MAX) inf; NaN lanes stay NaN.
 #define EXP_LO (-87.33654f)
 #define EXP_HI 88.72283f
+// The shared core of VEXP and VEXP_NEG: declares t (x log2 e + 1.5 * 2^23, whose
+// low bits hold n = round(x log2 e)), n, and p = exp(r) for r = x - n ln 2.
+#define VEXP_POLY(xc, t_, n_, p_)                                                                  \
+    vf t_ = (xc) * VSPLAT(1.44269504088896341f) + VSPLAT(12582912.0f);                             \
+    vf n_ = t_ - VSPLAT(12582912.0f);                                                              \
+    vf r_ = (xc) - n_ * VSPLAT(0.693359375f);                                                      \
+    r_ = r_ - n_ * VSPLAT(-2.12194440e-4f);                                                        \
+    vf p_ = VSPLAT(1.9875691500e-4f);                                                              \
+    p_ = p_ * r_ + VSPLAT(1.3981999507e-3f);                                                       \
+    p_ = p_ * r_ + VSPLAT(8.3334519073e-3f);                                                       \
+    p_ = p_ * r_ + VSPLAT(4.1665795894e-2f);                                                       \
+    p_ = p_ * r_ + VSPLAT(1.6666665459e-1f);                                                       \
+    p_ = p_ * r_ + VSPLAT(5.0000001201e-1f);                                                       \
+    p_ = p_ * (r_ * r_) + r_ + VSPLAT(1.0f)
 #define VEXP(out, xin)                                                                             \
     do {                                                                                           \
         vf x_ = (xin);                                                                             \
@@ -51,17 +65,7 @@
         vi hi_ = x_ > VSPLAT(EXP_HI);                                                              \
         vi nan_ = x_ != x_;                                                                        \
         vf xc_ = VSEL(lo_ | hi_ | nan_, VSPLAT(0.0f), x_);                                         \
-        vf t_ = xc_ * VSPLAT(1.44269504088896341f) + VSPLAT(12582912.0f);                          \
-        vf n_ = t_ - VSPLAT(12582912.0f);                                                          \
-        vf r_ = xc_ - n_ * VSPLAT(0.693359375f);                                                   \
-        r_ = r_ - n_ * VSPLAT(-2.12194440e-4f);                                                    \
-        vf p_ = VSPLAT(1.9875691500e-4f);                                                          \
-        p_ = p_ * r_ + VSPLAT(1.3981999507e-3f);                                                   \
-        p_ = p_ * r_ + VSPLAT(8.3334519073e-3f);                                                   \
-        p_ = p_ * r_ + VSPLAT(4.1665795894e-2f);                                                   \
-        p_ = p_ * r_ + VSPLAT(1.6666665459e-1f);                                                   \
-        p_ = p_ * r_ + VSPLAT(5.0000001201e-1f);                                                   \
-        p_ = p_ * (r_ * r_) + r_ + VSPLAT(1.0f);                                                   \
+        VEXP_POLY(xc_, t_, n_, p_);                                                                \
         /* 2^n as 2^(n-s) * 2^s, s = (n > 0), so that n = 128 stays representable */               \
         vi s_ = n_ > VSPLAT(0.0f);                                                                 \
         vi e_ = ((vi)t_ - VISPLAT(0x4B400000) + VISPLAT(127) + s_) << 23;                          \
@@ -79,17 +83,7 @@
         vf x_ = (xin);                                                                             \
         vi lo_ = x_ < VSPLAT(EXP_LO);                                                              \
         vf xc_ = (vf)((vi)x_ & ~lo_);                                                              \
-        vf t_ = xc_ * VSPLAT(1.44269504088896341f) + VSPLAT(12582912.0f);                          \
-        vf n_ = t_ - VSPLAT(12582912.0f);                                                          \
-        vf r_ = xc_ - n_ * VSPLAT(0.693359375f);                                                   \
-        r_ = r_ - n_ * VSPLAT(-2.12194440e-4f);                                                    \
-        vf p_ = VSPLAT(1.9875691500e-4f);                                                          \
-        p_ = p_ * r_ + VSPLAT(1.3981999507e-3f);                                                   \
-        p_ = p_ * r_ + VSPLAT(8.3334519073e-3f);                                                   \
-        p_ = p_ * r_ + VSPLAT(4.1665795894e-2f);                                                   \
-        p_ = p_ * r_ + VSPLAT(1.6666665459e-1f);                                                   \
-        p_ = p_ * r_ + VSPLAT(5.0000001201e-1f);                                                   \
-        p_ = p_ * (r_ * r_) + r_ + VSPLAT(1.0f);                                                   \
+        VEXP_POLY(xc_, t_, n_, p_);                                                                \
         vi e_ = ((vi)t_ - VISPLAT(0x4B400000) + VISPLAT(127)) << 23;                               \
         (out) = (vf)((vi)(p_ * (vf)e_) & ~lo_);                                                    \
     } while (0)
