@@ -17,6 +17,14 @@ int bs_fail(BsError *err, const char *code, const char *param, const char *fmt, 
     __attribute__((format(printf, 4, 5)));
 void bs_error_clear(BsError *err);
 
+// Reads the whole regular file path (at most max bytes) into a malloc'd,
+// NUL-terminated buffer the caller frees; *len excludes the NUL. Errors:
+// missing_code when it does not exist, too_large_code when it holds more than
+// max bytes, "out_of_memory", and "io" for anything else (not a regular file,
+// unreadable), each with what ("tokenizer file", ...) in the message.
+int bs_read_file(const char *path, size_t max, const char *what, const char *missing_code,
+                 const char *too_large_code, char **out, size_t *len, BsError *err);
+
 // One logged row of metrics: a step and up to BS_MAX_METRICS named values,
 // names as Hugging Face TRL spells them ("loss", "rewards/margins", ...).
 // Eval rows carry the "eval_" prefix in their names.

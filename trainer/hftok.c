@@ -1425,37 +1425,10 @@ void hftok_free(HfTok *h) {
     free(h);
 }
 
-// Reads a whole file into a malloc'd NUL-terminated buffer (caller frees).
+// Reads a whole tokenizer file (at most HF_MAX_FILE bytes), NUL-terminated.
 static int read_all(const char *path, char **buf, size_t *len, BsError *err) {
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return bs_fail(err, "io", path, "cannot open tokenizer file %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return bs_fail(err, "io", path, "tokenizer file %s is not a regular file", path);
-    }
-    if ((unsigned long long)st.st_size > (unsigned long long)HF_MAX_FILE) {
-        fclose(f);
-        return bs_fail(err, "invalid_tokenizer", path, "tokenizer file %s is too large", path);
-    }
-    size_t n = (size_t)st.st_size;
-    char *b = malloc(n + 1);
-    if (!b) {
-        fclose(f);
-        return bs_fail(err, "out_of_memory", path, "cannot allocate %zu bytes for %s", n, path);
-    }
-    if (n && fread(b, 1, n, f) != n) {
-        free(b);
-        fclose(f);
-        return bs_fail(err, "io", path, "cannot read tokenizer file %s", path);
-    }
-    fclose(f);
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return 0;
+    return bs_read_file(path, HF_MAX_FILE, "tokenizer file", "io", "invalid_tokenizer", buf, len,
+                        err);
 }
 
 static cJSON *parse_json_file(const char *path, BsError *err) {

@@ -430,42 +430,7 @@ static char *join(const char *dir, const char *name) {
 }
 
 int st_slurp(const char *path, size_t max, char **out, size_t *len, BsError *err) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        return bs_fail(err, e == ENOENT ? "model_not_found" : "io", path, "cannot open %s: %s",
-                       path, strerror(e));
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 == cap) {
-            if (cap > max) break;
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = p;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - 1 - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    int bad = !buf || ferror(f) || n > max || !feof(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return bs_fail(err, !buf ? "out_of_memory" : "model_invalid", path,
-                       "cannot read %s (unreadable or larger than %zu bytes)", path, max);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
+    return bs_read_file(path, max, "file", "model_not_found", "model_invalid", out, len, err);
 }
 
 static int exists(const char *path) {

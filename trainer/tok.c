@@ -121,36 +121,12 @@ static float rd_f32(const unsigned char *p) {
     return v;
 }
 
-// Reads a whole file into *buf (malloc'd, caller frees).
+// Reads a whole tokenizer.bin into *buf (malloc'd, caller frees).
 static int read_file(const char *path, unsigned char **buf, size_t *size, BsError *err) {
-    *buf = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return bs_fail(err, "io", path, "cannot open tokenizer file %s", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return bs_fail(err, "io", path, "tokenizer %s is not a regular file", path);
-    }
-    if ((unsigned long long)st.st_size > (unsigned long long)INT_MAX) {
-        fclose(f);
-        return bs_fail(err, "invalid_tokenizer", path, "tokenizer %s is too large (%lld bytes)",
-                       path, (long long)st.st_size);
-    }
-    size_t n = (size_t)st.st_size;
-    unsigned char *b = malloc(n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return bs_fail(err, "out_of_memory", path, "cannot allocate %zu bytes for %s", n, path);
-    }
-    if (n && fread(b, 1, n, f) != n) {
-        free(b);
-        fclose(f);
-        return bs_fail(err, "io", path, "cannot read tokenizer %s", path);
-    }
-    fclose(f);
-    *buf = b;
-    *size = n;
+    char *b = NULL;
+    if (bs_read_file(path, INT_MAX, "tokenizer", "io", "invalid_tokenizer", &b, size, err) != 0)
+        return -1;
+    *buf = (unsigned char *)b;
     return 0;
 }
 
