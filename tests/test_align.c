@@ -3,7 +3,8 @@
 // DPO x 4 loss types with and without label smoothing, ORPO), tiny cases
 // worked out here by the textbook formulas (naive, unstabilised forms on
 // harmless numbers) and cross-checked with constants from Python's math
-// module, TRL's metric values, and the non-finite / empty-input errors.
+// module, TRL's metric values, and the non-finite / empty-input errors;
+// align_pair_gradient against align_compute, pair by pair.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,6 +52,8 @@ static double loss_of(const Recipe *r, const Inputs *in) {
 // Central differences of the loss w.r.t. every input the handler returns a
 // gradient for. The loss is smooth at the chosen points (hinge stays away from
 // its kink), so h = 1e-5 gives ~1e-10 truncation error.
+static void check_pair_gradient(const char *what, const Recipe *r, const Inputs *base);
+
 static void check_grads(const char *what, const Recipe *r, const Inputs *base) {
     double dc[N], dr[N], da[N];
     for (int s = 0; s < N; s++)
@@ -87,6 +90,38 @@ static void check_grads(const char *what, const Recipe *r, const Inputs *base) {
     for (int s = 0; s < N; s++)
         mag += fabs(dc[s]);
     CHECK_MSG(mag > 1e-6, "%s: zero gradient", what);
+    check_pair_gradient(what, r, base);
+}
+
+// align_pair_gradient gives pair s exactly what align_compute gives it,
+// reading only pair s's sums: the other pairs' sums are NaN here.
+static void check_pair_gradient(const char *what, const Recipe *r, const Inputs *base) {
+    double dc[N], dr[N], da[N];
+    AlignResult out = {0};
+    out.d_chosen = dc;
+    out.d_rejected = dr;
+    out.d_chosen_all = da;
+    AlignBatch b = make_batch(base, N);
+    BsError err;
+    CHECK_INT_EQ(align_compute(r, &b, &out, &err), 0);
+    for (int s = 0; s < N; s++) {
+        Inputs in = *base;
+        for (int o = 0; o < N; o++) {
+            if (o == s) continue;
+            in.c[o] = in.r[o] = in.rc[o] = in.rr[o] = in.all[o] = NAN;
+        }
+        AlignBatch bs = make_batch(&in, N);
+        double pc = NAN, pr = NAN, pa = NAN;
+        CHECK_INT_EQ(align_pair_gradient(r, &bs, s, &pc, &pr, &pa, &err), 0);
+        CHECK_MSG(pc == dc[s], "%s pair %d: d_chosen %.17g vs %.17g", what, s, pc, dc[s]);
+        if (r->method != METHOD_SFT)
+            CHECK_MSG(pr == dr[s], "%s pair %d: d_rejected %.17g vs %.17g", what, s, pr, dr[s]);
+        if (r->method == METHOD_ORPO)
+            CHECK_MSG(pa == da[s], "%s pair %d: d_chosen_all %.17g vs %.17g", what, s, pa, da[s]);
+    }
+    double pc;
+    CHECK_INT_EQ(align_pair_gradient(r, &b, N, &pc, dr, da, &err), -1);
+    CHECK(strcmp(err.code, "invalid_batch") == 0);
 }
 
 static void test_finite_differences(void) {

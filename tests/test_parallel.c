@@ -8,14 +8,18 @@
 //               attention_forward/backward (head sizes 8, 12, 48, 64; GQA,
 //               MQA; lengths that are not multiples of the blocks)
 //               and the in-place backward task against the accumulating one
-//   classifier  classifier_forward_rows/backward_tile/backward_dx against
-//               logsoftmax_gather_forward/backward (full (M, V) buffers)
+//   classifier  classifier_forward_rows (logits kept or not)/backward_tile/
+//               backward_dx against logsoftmax_gather_forward/backward
 //   recompute   rmsnorm_apply against rmsnorm_forward (bit for bit),
 //               matmul_backward_dw_rows over split rows against a double sum
 //   threads     model forward/backward with 1, 2 and 3 threads: identical
 //               bits (fixed task decomposition), on a batch large enough for
 //               several row blocks, backward chunks (of one and two row
 //               blocks), attention tasks and vocabulary tiles
+//   grouped     model_forward_grouped: callback order and inputs, identical
+//               bits at 1-3 threads, the plain path's gradients, a frozen
+//               copy's grouped log-probs bit for bit, errors, and a logit
+//               cache too small for any group (recomputed blocks)
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -250,33 +254,39 @@ static void test_classifier_kernels(void) {
     float *dx1 = calloc((size_t)M * D, 4), *dw1 = calloc((size_t)V * D, 4);
     logsoftmax_gather_backward(dx1, dw1, probs, g, x, w, tg, M, D, V);
 
-    // Rows in two uneven blocks, tiles that do not divide V.
+    // Rows in two uneven blocks, tiles that do not divide V; logits kept in
+    // an (M, V) cache with a row stride that is not V.
+    size_t ld = (size_t)V + 5;
     float *lp2 = malloc(sizeof(float) * M), *lm = malloc(sizeof(float) * M);
-    float *ll = malloc(sizeof(float) * M), *E = malloc(sizeof(float) * M * D);
-    float *scr = malloc(sizeof(float) * classifier_scratch_floats(M, vb));
+    float *ll = malloc(sizeof(float) * M), *cache = malloc(sizeof(float) * M * ld);
+    float *scr = malloc(sizeof(float) * classifier_scratch_floats(M, vb, 0));
     int split = 20;
-    classifier_forward_rows(lp2, lm, ll, E, scr, x, w, tg, split, D, V, vb);
-    classifier_forward_rows(lp2 + split, lm + split, ll + split, E + (size_t)split * D, scr,
-                            x + (size_t)split * D, w, tg + split, M - split, D, V, vb);
+    classifier_forward_rows(lp2, lm, ll, cache, ld, scr, x, w, tg, split, D, V, vb);
+    classifier_forward_rows(lp2 + split, lm + split, ll + split, cache + (size_t)split * ld, ld,
+                            scr, x + (size_t)split * D, w, tg + split, M - split, D, V, vb);
     CHECK_MSG(worst(lp2, lp1, (size_t)M, 1e-6, 1e-6) <= 1, "classifier rows logp");
-    // E without the E pass gives the same log-probs.
-    float *lp3 = malloc(sizeof(float) * M);
-    classifier_forward_rows(lp3, lm, ll, NULL, scr, x, w, tg, M, D, V, vb);
+    // Without kept logits: the same log-probs, max and log-sum, bit for bit.
+    float *lp3 = malloc(sizeof(float) * M), *lm3 = malloc(sizeof(float) * M);
+    float *ll3 = malloc(sizeof(float) * M);
+    classifier_forward_rows(lp3, lm3, ll3, NULL, 0, scr, x, w, tg, split, D, V, vb);
     CHECK(memcmp(lp3, lp2, sizeof(float) * split) == 0);
+    CHECK(memcmp(lm3, lm, sizeof(float) * split) == 0);
+    CHECK(memcmp(ll3, ll, sizeof(float) * split) == 0);
 
     float *dx2 = calloc((size_t)M * D, 4), *dw2 = calloc((size_t)V * D, 4);
-    classifier_backward_dx(dx2, g, E, w, tg, M, D);
-    int rb = 16;
-    float *scr2 = malloc(sizeof(float) * (size_t)rb * (vb + 16));
     for (int v0 = 0; v0 < V; v0 += vb)
-        classifier_backward_tile(dw2, scr2, g, x, w, tg, lm, ll, M, D, v0,
-                                 V - v0 < vb ? V - v0 : vb, rb);
-    CHECK_MSG(worst(dx2, dx1, (size_t)M * D, 1e-4, 1e-6) <= 1, "classifier dx via E");
+        classifier_backward_tile(dw2, cache, ld, g, x, tg, lm, ll, M, D, v0,
+                                 V - v0 < vb ? V - v0 : vb);
+    classifier_backward_dx(dx2, cache, ld, w, split, D, V);
+    classifier_backward_dx(dx2 + (size_t)split * D, cache + (size_t)split * ld, ld, w, M - split, D,
+                           V);
+    CHECK_MSG(worst(dx2, dx1, (size_t)M * D, 1e-4, 1e-6) <= 1, "classifier dx from dlogits");
     CHECK_MSG(worst(dw2, dw1, (size_t)V * D, 1e-4, 1e-6) <= 1, "classifier dwcls tiles");
     for (int d = 0; d < D; d++)
         CHECK(dx2[3 * D + d] == 0.0f);
     free(x), free(w), free(g), free(tg), free(probs), free(lp1), free(dx1), free(dw1), free(lp2),
-        free(lm), free(ll), free(E), free(scr), free(lp3), free(dx2), free(dw2), free(scr2);
+        free(lm), free(ll), free(cache), free(scr), free(lp3), free(lm3), free(ll3), free(dx2),
+        free(dw2);
 }
 
 // ---------------------------------------------------------------------------
@@ -320,6 +330,140 @@ static void test_recompute_ops(void) {
     CHECK_MSG(worst(dw1, dwf, (size_t)Cout * Cin, 1e-5, 1e-5) <= 1, "matmul_backward dw");
     CHECK_MSG(worst(dw2, dwf, (size_t)Cout * Cin, 1e-5, 1e-5) <= 1, "matmul_backward_dw_rows");
     free(dout), free(inp), free(dw1), free(dw2), free(ref), free(dwf);
+}
+
+// ---------------------------------------------------------------------------
+// model_forward_grouped: sequences s and s + 4 form group s % 4 (a DPO pair
+// in train.c's packing: not adjacent). The callback's dL/dlogp depends on
+// the group's log-probs, as a loss does.
+
+typedef struct {
+    const ModelBatch *b;
+    const float *dl; // (N) per-token factors
+    int n_groups, calls, order_ok, logp_ok, fail_at;
+} GroupProbe;
+
+static int probe_grad(void *ctx, int g, const float *logp, float *dlogp, BsError *err) {
+    GroupProbe *pr = ctx;
+    if (g == pr->fail_at) return bs_fail(err, "probe", "", "group %d refused", g);
+    pr->order_ok &= g == pr->calls++;
+    double sum = 0.0;
+    for (int s = g; s < pr->b->n_seqs; s += pr->n_groups)
+        for (int i = pr->b->offsets[s]; i < pr->b->offsets[s + 1]; i++)
+            if (pr->b->targets[i] >= 0) {
+                pr->logp_ok &= isfinite(logp[i]) && logp[i] < 0.0f;
+                sum += logp[i];
+            }
+    double c = 1.0 / (1.0 + exp(sum / 1000.0)); // a sigmoid of the group's sum
+    for (int s = g; s < pr->b->n_seqs; s += pr->n_groups)
+        for (int i = pr->b->offsets[s]; i < pr->b->offsets[s + 1]; i++)
+            dlogp[i] = pr->b->targets[i] >= 0 ? (float)(c * pr->dl[i]) : 0.0f;
+    return 0;
+}
+
+// One grouped pass on a fresh model: logp, dlogp and grads (caller frees).
+static void grouped_pass(const ModelConfig *c, const ModelBatch *b, const float *dl, int threads,
+                         size_t cache_bytes, float **lp, float **dlp, float **gr) {
+    size_t P = model_param_count(c);
+    int N = b->offsets[b->n_seqs], G = 4, sg[8];
+    for (int s = 0; s < b->n_seqs; s++)
+        sg[s] = s % G;
+    *lp = calloc((size_t)N, sizeof(float));
+    *dlp = calloc((size_t)N, sizeof(float));
+    *gr = calloc(P, sizeof(float));
+    Model *m = NULL;
+    BsError err;
+    CHECK(model_create(&m, c, 1, &err) == 0);
+    if (!m) return;
+    model_init_random(m, 99);
+    model_set_threads(m, threads);
+    if (cache_bytes) model_set_logit_cache(m, cache_bytes);
+    model_zero_grads(m);
+    GroupProbe pr = {b, dl, G, 0, 1, 1, -1};
+    ModelGroups groups = {G, sg, probe_grad, &pr};
+    CHECK(model_forward_grouped(m, b, &groups, *lp, *dlp, &err) == 0);
+    CHECK(pr.calls == G && pr.order_ok && pr.logp_ok);
+    CHECK(model_backward(m, b, NULL, &err) == 0);
+    memcpy(*gr, model_grads(m), P * sizeof(float));
+    model_free(m);
+}
+
+static void check_grouped(const ModelConfig *cfg, const ModelBatch *b, const float *dl) {
+    ModelConfig c = *cfg;
+    size_t P = model_param_count(&c);
+    int N = b->offsets[b->n_seqs];
+    BsError err;
+    float *lp[3], *dlp[3], *gr[3];
+    int threads[3] = {1, 2, 3};
+    for (int t = 0; t < 3; t++)
+        grouped_pass(&c, b, dl, threads[t], 0, &lp[t], &dlp[t], &gr[t]);
+    for (int t = 1; t < 3; t++) {
+        CHECK_MSG(memcmp(lp[t], lp[0], sizeof(float) * N) == 0,
+                  "grouped: dim %d logp differ at %d threads", c.dim, threads[t]);
+        CHECK_MSG(memcmp(gr[t], gr[0], sizeof(float) * P) == 0,
+                  "grouped: dim %d grads differ at %d threads", c.dim, threads[t]);
+    }
+
+    // Against the plain path with the dL/dlogp the grouped pass formed.
+    Model *m = NULL;
+    CHECK(model_create(&m, &c, 1, &err) == 0);
+    if (!m) return;
+    model_init_random(m, 99);
+    model_set_threads(m, 2);
+    model_zero_grads(m);
+    float *lpp = calloc((size_t)N, sizeof(float));
+    CHECK(model_forward(m, b, lpp, 1, &err) == 0);
+    CHECK_MSG(worst(lp[0], lpp, (size_t)N, 1e-5, 1e-6) <= 1, "grouped logp vs plain");
+    CHECK(model_backward(m, b, NULL, &err) == -1); // the plain path needs dlogp
+    CHECK(model_backward(m, b, dlp[0], &err) == 0);
+    CHECK_MSG(worst(gr[0], model_grads(m), P, 1e-3, 1e-6) <= 1, "grouped grads vs plain, dim %d",
+              c.dim);
+
+    // A frozen copy scored with the same groups: the policy's logp, bit for bit.
+    Model *f = NULL;
+    CHECK(model_create(&f, &c, 0, &err) == 0);
+    if (f) {
+        memcpy(model_params(f), model_params(m), P * sizeof(float));
+        int sg[8];
+        for (int s = 0; s < b->n_seqs; s++)
+            sg[s] = s % 4;
+        ModelGroups score = {4, sg, NULL, NULL};
+        float *lpf = calloc((size_t)N, sizeof(float));
+        CHECK(model_forward_grouped(f, b, &score, lpf, NULL, &err) == 0);
+        CHECK_MSG(memcmp(lpf, lp[0], sizeof(float) * N) == 0, "frozen grouped logp differ");
+        free(lpf);
+        model_free(f);
+    }
+
+    // After a grouped forward the backward takes no dlogp; a failing callback
+    // ends the forward with its error.
+    GroupProbe pr = {b, dl, 4, 0, 1, 1, 2};
+    int sg[8];
+    for (int s = 0; s < b->n_seqs; s++)
+        sg[s] = s % 4;
+    ModelGroups groups = {4, sg, probe_grad, &pr};
+    float *dtmp = calloc((size_t)N, sizeof(float));
+    CHECK(model_forward_grouped(m, b, &groups, lpp, dtmp, &err) == -1);
+    CHECK(strcmp(err.code, "probe") == 0 && pr.calls == 2);
+    pr.fail_at = -1, pr.calls = 0;
+    CHECK(model_forward_grouped(m, b, &groups, lpp, dtmp, &err) == 0);
+    CHECK(model_backward(m, b, dtmp, &err) == -1);
+    sg[3] = 4; // out of range
+    CHECK(model_forward_grouped(m, b, &groups, lpp, dtmp, &err) == -1);
+    CHECK(strcmp(err.code, "invalid_argument") == 0);
+    free(dtmp);
+    free(lpp);
+    model_free(m);
+
+    // A logit cache of 16 rows: every group is scored block by block and its
+    // logits recomputed; the same gradients up to rounding.
+    float *lps, *dls, *grs;
+    grouped_pass(&c, b, dl, 2, 1, &lps, &dls, &grs);
+    CHECK_MSG(worst(lps, lp[0], (size_t)N, 1e-5, 1e-6) <= 1, "small-cache logp");
+    CHECK_MSG(worst(grs, gr[0], P, 1e-3, 1e-6) <= 1, "small-cache grads, dim %d", c.dim);
+    free(lps), free(dls), free(grs);
+    for (int t = 0; t < 3; t++)
+        free(lp[t]), free(dlp[t]), free(gr[t]);
 }
 
 // ---------------------------------------------------------------------------
@@ -382,6 +526,7 @@ static void check_thread_counts(const ModelConfig *cfg) {
     }
     for (int t = 0; t < 3; t++)
         free(lp[t]), free(gr[t]);
+    check_grouped(&c, &b, dl);
     free(tok), free(tg), free(dl);
 }
 

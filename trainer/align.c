@@ -65,13 +65,20 @@ static int finish(AlignResult *out, int n, const double *d1, const double *d2, B
     return 0;
 }
 
+// Scored tokens of every sequence in b's chosen lengths (SFT's and ORPO's
+// token-level mean divides by it).
+static double total_len(const int *len, int n) {
+    double total = 0.0;
+    for (int s = 0; s < n; s++)
+        total += len[s];
+    return total;
+}
+
 static int align_sft(const AlignBatch *b, AlignResult *out, BsError *err) {
     if (check_lengths(b->chosen_len, b->n, "completion", err)) return -1;
-    double sum = 0.0, total = 0.0;
-    for (int s = 0; s < b->n; s++) {
+    double sum = 0.0, total = total_len(b->chosen_len, b->n);
+    for (int s = 0; s < b->n; s++)
         sum += b->chosen_logps[s];
-        total += b->chosen_len[s];
-    }
     // Token-level mean over the micro-batch, as the cross-entropy of a
     // padded batch with ignore_index: every token weighs the same.
     out->loss = -sum / total;
@@ -107,6 +114,48 @@ static void dpo_pair(DpoLossType t, double beta, double eps, double z, double *l
     }
 }
 
+// Pair s of a DPO batch from its own sums alone: its loss, dLoss/d(chosen
+// sum) and dLoss/d(rejected sum) of the batch mean, the log-probs as the
+// loss sees them (lc, lr) and the rewards (cr, rr).
+static void dpo_pair_terms(const Recipe *r, const AlignBatch *b, int s, double *loss, double *dc,
+                           double *dr, double *lc, double *lr, double *cr, double *rr) {
+    // TRL averages the log-probs over the completion for ipo only
+    // (concatenated_forward: all_logps / size_completion).
+    int ipo = r->loss_type == LOSS_IPO;
+    double beta = r->beta;
+    double nc = ipo ? (double)b->chosen_len[s] : 1.0;
+    double nr = ipo ? (double)b->rejected_len[s] : 1.0;
+    double pc = b->chosen_logps[s] / nc, pr = b->rejected_logps[s] / nr;
+    double rc = b->ref_chosen_logps[s] / nc, rj = b->ref_rejected_logps[s] / nr;
+    double z = (pc - pr) - (rc - rj), dz = 0.0;
+    dpo_pair(r->loss_type, beta, r->label_smoothing, z, loss, &dz);
+    *dc = dz / b->n / nc;
+    *dr = -dz / b->n / nr;
+    *lc = pc;
+    *lr = pr;
+    *cr = beta * (pc - rc);
+    *rr = beta * (pr - rj);
+}
+
+// Pair s of an ORPO batch from its own sums alone: logsigmoid(log_odds)
+// (ratio), log_odds, the completion coefficients (dc, dr) and the
+// length-averaged log-probs (lc, lr).
+static void orpo_pair_terms(const Recipe *r, const AlignBatch *b, int s, double *ratio,
+                            double *odds, double *dc, double *dr, double *lc, double *lr) {
+    double beta = r->beta;
+    double ac = b->chosen_logps[s] / b->chosen_len[s];
+    double ar = b->rejected_logps[s] / b->rejected_len[s];
+    double log_odds = (ac - ar) - (log1mexp(ac) - log1mexp(ar));
+    *ratio = log_sigmoid(log_odds);
+    *odds = log_odds;
+    // loss = nll - beta * mean(logsigmoid(log_odds))
+    double g = -beta / b->n * sigmoid(-log_odds);
+    *dc = g * dlogodds(ac) / b->chosen_len[s];
+    *dr = -g * dlogodds(ar) / b->rejected_len[s];
+    *lc = ac;
+    *lr = ar;
+}
+
 static void reward_metrics(MetricRow *m, int n, const double *cr, const double *rr,
                            const double *lc, const double *lr) {
     double sc = 0, sr = 0, acc = 0, margin = 0, slc = 0, slr = 0;
@@ -135,25 +184,12 @@ static int align_dpo(const Recipe *r, const AlignBatch *b, AlignResult *out, con
                      BsError *err) {
     if (check_lengths(b->chosen_len, b->n, "chosen", err)) return -1;
     if (check_lengths(b->rejected_len, b->n, "rejected", err)) return -1;
-    int ipo = r->loss_type == LOSS_IPO;
-    double beta = r->beta, loss = 0.0;
+    double loss = 0.0;
     for (int s = 0; s < b->n; s++) {
-        // TRL averages the log-probs over the completion for ipo only
-        // (concatenated_forward: all_logps / size_completion).
-        double nc = ipo ? (double)b->chosen_len[s] : 1.0;
-        double nr = ipo ? (double)b->rejected_len[s] : 1.0;
-        double pc = b->chosen_logps[s] / nc, pr = b->rejected_logps[s] / nr;
-        double rc = b->ref_chosen_logps[s] / nc, rj = b->ref_rejected_logps[s] / nr;
-        double z = (pc - pr) - (rc - rj);
-        double ls = 0.0, dz = 0.0;
-        dpo_pair(r->loss_type, beta, r->label_smoothing, z, &ls, &dz);
+        double ls;
+        dpo_pair_terms(r, b, s, &ls, &out->d_chosen[s], &out->d_rejected[s], w->lc + s, w->lr + s,
+                       w->cr + s, w->rr + s);
         loss += ls;
-        out->d_chosen[s] = dz / b->n / nc;
-        out->d_rejected[s] = -dz / b->n / nr;
-        w->lc[s] = pc;
-        w->lr[s] = pr;
-        w->cr[s] = beta * (pc - rc);
-        w->rr[s] = beta * (pr - rj);
     }
     out->loss = loss / b->n;
     reward_metrics(&out->metrics, b->n, w->cr, w->rr, w->lc, w->lr);
@@ -166,25 +202,18 @@ static int align_orpo(const Recipe *r, const AlignBatch *b, AlignResult *out, co
     if (check_lengths(b->rejected_len, b->n, "rejected", err)) return -1;
     if (check_lengths(b->chosen_all_len, b->n, "scored chosen", err)) return -1;
     double beta = r->beta;
-    double all_sum = 0.0, all_len = 0.0, ratio_sum = 0.0, odds_sum = 0.0;
-    for (int s = 0; s < b->n; s++) {
+    double all_sum = 0.0, all_len = total_len(b->chosen_all_len, b->n), ratio_sum = 0.0;
+    double odds_sum = 0.0;
+    for (int s = 0; s < b->n; s++)
         all_sum += b->chosen_all_logps[s];
-        all_len += b->chosen_all_len[s];
-    }
     for (int s = 0; s < b->n; s++) {
-        double ac = b->chosen_logps[s] / b->chosen_len[s];
-        double ar = b->rejected_logps[s] / b->rejected_len[s];
-        double log_odds = (ac - ar) - (log1mexp(ac) - log1mexp(ar));
-        ratio_sum += log_sigmoid(log_odds);
-        odds_sum += log_odds;
-        // loss = nll - beta * mean(logsigmoid(log_odds))
-        double g = -beta / b->n * sigmoid(-log_odds);
-        out->d_chosen[s] = g * dlogodds(ac) / b->chosen_len[s];
-        out->d_rejected[s] = -g * dlogodds(ar) / b->rejected_len[s];
-        w->lc[s] = ac;
-        w->lr[s] = ar;
-        w->cr[s] = beta * ac;
-        w->rr[s] = beta * ar;
+        double ratio, odds;
+        orpo_pair_terms(r, b, s, &ratio, &odds, &out->d_chosen[s], &out->d_rejected[s], w->lc + s,
+                        w->lr + s);
+        ratio_sum += ratio;
+        odds_sum += odds;
+        w->cr[s] = beta * w->lc[s];
+        w->rr[s] = beta * w->lr[s];
     }
     double nll = -all_sum / all_len;
     for (int s = 0; s < b->n; s++)
@@ -230,4 +259,45 @@ int align_compute(const Recipe *r, const AlignBatch *b, AlignResult *out, BsErro
         r->method == METHOD_DPO ? align_dpo(r, b, out, &w, err) : align_orpo(r, b, out, &w, err);
     if (buf != stack) free(buf);
     return rc;
+}
+
+int align_pair_gradient(const Recipe *r, const AlignBatch *b, int s, double *d_chosen,
+                        double *d_rejected, double *d_chosen_all, BsError *err) {
+    if (!r || !b || b->n <= 0 || s < 0 || s >= b->n || !b->chosen_logps || !b->chosen_len ||
+        !d_chosen)
+        return bs_fail(err, "invalid_batch", "", "empty or incomplete micro-batch");
+    double dc = 0.0, dr = 0.0, da = 0.0, unused[4];
+    if (r->method == METHOD_SFT) {
+        if (check_lengths(b->chosen_len, b->n, "completion", err)) return -1;
+        dc = -1.0 / total_len(b->chosen_len, b->n);
+    } else {
+        if (!b->rejected_logps || !b->rejected_len || !d_rejected)
+            return bs_fail(err, "invalid_batch", "",
+                           "preference micro-batch without rejected sums");
+        if (check_lengths(b->chosen_len + s, 1, "chosen", err) ||
+            check_lengths(b->rejected_len + s, 1, "rejected", err))
+            return -1;
+        if (r->method == METHOD_DPO) {
+            if (!b->ref_chosen_logps || !b->ref_rejected_logps)
+                return bs_fail(err, "invalid_batch", "", "DPO micro-batch without reference sums");
+            dpo_pair_terms(r, b, s, &unused[0], &dc, &dr, &unused[1], &unused[2], &unused[3],
+                           &unused[0]);
+        } else {
+            if (!b->chosen_all_len || !d_chosen_all)
+                return bs_fail(err, "invalid_batch", "",
+                               "ORPO micro-batch without full-sequence lengths");
+            if (check_lengths(b->chosen_all_len, b->n, "scored chosen", err)) return -1;
+            orpo_pair_terms(r, b, s, &unused[0], &unused[1], &dc, &dr, &unused[2], &unused[3]);
+            da = -1.0 / total_len(b->chosen_all_len, b->n);
+        }
+    }
+    if (!isfinite(dc) || !isfinite(dr) || !isfinite(da))
+        return bs_fail(err, "nan_loss", "",
+                       "the gradient of pair %d is not finite: the log-probs diverged; lower "
+                       "learning_rate or check the data",
+                       s);
+    *d_chosen = dc;
+    if (d_rejected && r->method != METHOD_SFT) *d_rejected = dr;
+    if (d_chosen_all && r->method == METHOD_ORPO) *d_chosen_all = da;
+    return 0;
 }

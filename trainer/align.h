@@ -41,4 +41,15 @@ typedef struct {
 // method is err "invalid_batch".
 int align_compute(const Recipe *r, const AlignBatch *b, AlignResult *out, BsError *err);
 
+// The coefficients align_compute gives pair (SFT: sequence) s -- d_chosen,
+// d_rejected (preference) and d_chosen_all (ORPO; may be NULL otherwise) --
+// computed from pair s's log-prob sums and every sequence's lengths alone:
+// the other pairs' sums are not read (they may not exist yet). Bit for bit
+// the values align_compute writes for s, so a trainer can form pair s's
+// gradient as soon as its log-probs are known (model_forward_grouped).
+// 0, or -1 with err "invalid_batch" (s out of range, missing arrays, a
+// sequence with nothing to score) or "nan_loss" (not finite).
+int align_pair_gradient(const Recipe *r, const AlignBatch *b, int s, double *d_chosen,
+                        double *d_rejected, double *d_chosen_all, BsError *err);
+
 #endif

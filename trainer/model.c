@@ -9,7 +9,7 @@
 //   att_inv (N,NH) att (N,D) res_mid (N,D) rstd2 (N) h1 (N,H) h3 (N,H)
 // plus res_out (N,D), rstdf (N) after the last layer and, for the M rows with
 // a target, their normed inputs xg (M,D), softmax max and log-sum (M each)
-// and, kept, E (M,D) = softmax @ wcls. A forward-only slot has no res_mid,
+// and, kept, their gradient dxg (M,D). A forward-only slot has no res_mid,
 // h1, h3; its attention output is written over q and the last layer's
 // output over res_in (both dead by then).
 // The normed inputs of the layers (rmsnorm outputs) are not kept: the
@@ -18,9 +18,13 @@
 // keeps each row's max and 1/sum of exp, and the backward recomputes them
 // block by block, so memory stays O(N) instead of O(sum T^2 * NH * L). The SwiGLU product
 // silu(h1)*h3 is likewise recomputed. The classifier never holds an (M, V)
-// buffer either: the forward runs an online softmax over vocabulary tiles
-// and keeps E, which turns dx into a per-row expression; the backward
-// recomputes the logits one vocabulary tile at a time for dwcls.
+// buffer either: a forward runs an online softmax over vocabulary tiles.
+// For training, model_forward_grouped keeps the logits of one group of
+// sequences at a time (a DPO pair: its loss is known once both sequences'
+// log-probs are), asks the caller for the group's dL/dlogp and forms the
+// classifier's gradients (dwcls, dxg) from the kept logits right away: three
+// M x V x D matmuls, as torch does with its whole (M, V) logits. A plain
+// model_backward recomputes the logits instead, block by block (four).
 //
 // The backward consumes the activations (as torch frees its graph after
 // backward), using those it has read as its working memory: dh1, dh3 are
@@ -188,14 +192,17 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // derived from the thread count, so the arithmetic is the same for any
 // number of threads.
 #define ROW_BLOCK 256
-// Classifier forward: CLS_ROWS target rows per task, vocabulary tiles of
-// CLS_VB logits. Backward: one task per CLS_BWD_VB vocabulary rows, over the
-// target rows CLS_BWD_ROWS at a time. Small models use fewer rows
-// (cls_tile_rows).
+// Classifier forward without kept logits: CLS_ROWS target rows per task,
+// vocabulary tiles of CLS_VB logits (small models use fewer rows:
+// cls_tile_rows). With kept logits (training): CLS_KEEP_ROWS rows per task
+// for the logits and for dx, and one task per CLS_BWD_VB vocabulary rows of
+// dwcls. The default bound on kept logits is CLS_CACHE_BYTES
+// (model_set_logit_cache).
 #define CLS_ROWS 384
 #define CLS_VB 1024
 #define CLS_BWD_VB 512
-#define CLS_BWD_ROWS 512
+#define CLS_KEEP_ROWS 192
+#define CLS_CACHE_BYTES ((size_t)64 << 20)
 #define MAX_THREADS 256
 // Backward: each weight gradient is split into WSPLIT tasks over its output
 // rows (and accumulates over bwd_chunk rows at a time).
@@ -213,7 +220,8 @@ struct Model {
     ModelTensors w, g;          // views into params / grads
     float *rope_cos, *rope_sin; // (seq_len, HS/2)
     int threads;                // model_set_threads; 0: openblas_get_num_threads()
-    int cls_rows, cls_bwd_rows; // cls_tile_rows
+    int cls_rows;               // cls_tile_rows
+    size_t cache_bytes;         // model_set_logit_cache
     OpsPool *pool;              // NULL with one thread
     int pool_n;
 
@@ -223,12 +231,16 @@ struct Model {
     size_t acts_cap;
     LayerActs *slots;        // (L)
     float *res_out, *rstdf;  // (N, D), (N)
-    float *xg, *E;           // (M, D) normed rows with a target; E kept only
+    float *xg, *dxg;         // (M, D) normed rows with a target; dxg kept only
     float *lse_m, *lse_l;    // (M) softmax max and log-sum of each row
     float *cls_logp, *cls_g; // (M)
-    int *ints;               // pos, rows, tg, rowg (N each), seq_order (n_seqs)
+    int *ints; // pos, rows, tg, rowg (N each), seq_order, grp_k, grp_cur (n_seqs + 1 each)
     size_t ints_cap;
     int *pos, *rows, *tg, *rowg, *seq_order;
+    int *grp_k, *grp_cur; // grouped forward: group g's rows are k in [grp_k[g], grp_k[g+1])
+    float *cache;         // (cache_rows, cache_ld) kept logits of one group / block
+    size_t cache_cap, cache_ld;
+    int cache_rows;
     int n_att;      // non-empty sequences (entries of seq_order)
     float *scratch; // per thread: scratch_floats each
     size_t scratch_cap, scratch_floats;
@@ -239,6 +251,7 @@ struct Model {
 
     // What the last forward left behind for model_backward.
     int have_acts, last_N, last_M, last_n_seqs, max_T;
+    int cls_done; // the grouped forward did the classifier's backward
 };
 
 // Per-token floats of a kept layer slot and of a forward-only one.
@@ -272,18 +285,28 @@ static size_t max_sz(size_t a, size_t b) {
     return a > b ? a : b;
 }
 
-// Target rows of a classifier forward task (backward 0) or of one pass of a
-// backward tile (1): CLS_ROWS / CLS_BWD_ROWS, fewer (multiples of 16, at
-// least 64) where that logits tile would outgrow the scratch a forward-only
-// row block needs anyway, so that a small model's per-thread scratch stays
-// in proportion to it. A function of the config alone: forward-only and
-// kept passes and every thread count use the same tiles.
-static int cls_tile_rows(const ModelConfig *c, int backward) {
+// Target rows of a classifier forward task without kept logits: CLS_ROWS,
+// fewer (multiples of 16, at least 64) where that logits tile would outgrow
+// the scratch a forward-only row block needs anyway, so that a small
+// model's per-thread scratch stays in proportion to it. A function of the
+// config alone: every thread count uses the same tiles.
+static int cls_tile_rows(const ModelConfig *c) {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
-    size_t vmax = backward ? CLS_BWD_VB : CLS_VB, vb = V < vmax ? V : vmax;
-    size_t cap = backward ? CLS_BWD_ROWS : CLS_ROWS;
+    size_t vb = V < CLS_VB ? V : CLS_VB;
     size_t rows = ((size_t)ROW_BLOCK * (3 * D + 2 * H) / (vb + 16)) & ~(size_t)15;
-    return (int)(rows < 64 ? 64 : rows > cap ? cap : rows);
+    return (int)(rows < 64 ? 64 : rows > CLS_ROWS ? CLS_ROWS : rows);
+}
+
+// Row stride of kept logits: V + 16, so that rows are not a power of two
+// apart.
+static size_t cache_ld(const ModelConfig *c) {
+    return (size_t)c->vocab_size + 16;
+}
+
+// Rows of kept logits that `bytes` allows (at least 16).
+static int cache_rows_for(const ModelConfig *c, size_t bytes) {
+    size_t rows = bytes / (cache_ld(c) * sizeof(float));
+    return rows < 16 ? 16 : rows > (size_t)INT32_MAX ? INT32_MAX : (int)rows;
 }
 
 // Scratch floats one thread needs (rounded to 64 bytes).
@@ -292,12 +315,12 @@ static size_t thread_floats(const ModelConfig *c, size_t max_T, int keep, int ba
     // task_ffn: tmp, xn2 (D) and prod (H); forward-only also res_mid, h1, h3.
     size_t f = keep ? RB * (2 * D + H) : RB * (3 * D + 2 * H);
     f = max_sz(f, attention_task_scratch_floats((int)max_T, c->dim / c->n_heads));
-    int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB, vb2 = V < CLS_BWD_VB ? V : CLS_BWD_VB;
-    f = max_sz(f, classifier_scratch_floats(cls_tile_rows(c, 0), vb));
-    if (backward) {
-        f = max_sz(f, (size_t)cls_tile_rows(c, 1) * (size_t)(vb2 + 16));
-        f = max_sz(f, RB * (H + D)); // dprod and dxn of a backward row block
-    }
+    int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB;
+    // Classifier tiles: a plain forward's, a grouped forward's without kept
+    // logits (the larger of the two covers the kept case's exps row too).
+    int cr = cls_tile_rows(c) > CLS_KEEP_ROWS ? cls_tile_rows(c) : CLS_KEEP_ROWS;
+    f = max_sz(f, classifier_scratch_floats(cr, vb, 0));
+    if (backward) f = max_sz(f, RB * (H + D)); // dprod and dxn of a backward row block
     return (f + 15) & ~(size_t)15;
 }
 
@@ -318,7 +341,9 @@ static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t n_seqs, si
         mul_sz(t, N, &t) || mul_sz(D, keep ? 2 : 1, &u) || add_sz(u, 4, &u) || mul_sz(u, M, &u) ||
         add_sz(t, u, &t) || mul_sz(t, sizeof(float), &s->acts))
         return -1;
-    if (mul_sz(4, N, &t) || add_sz(t, n_seqs, &t) || mul_sz(t, sizeof(int), &s->ints)) return -1;
+    if (mul_sz(4, N, &t) || mul_sz(3, n_seqs, &u) || add_sz(t, u, &t) || add_sz(t, 2, &t) ||
+        mul_sz(t, sizeof(int), &s->ints))
+        return -1;
     if (mul_sz(thread_floats(c, max_T, keep, keep), (size_t)threads, &t) ||
         mul_sz(t, sizeof(float), &s->scratch))
         return -1;
@@ -339,6 +364,13 @@ size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, i
     size_t parts[] = {s.acts, s.ints, s.scratch, s.part, s.bwd};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (add_sz(total, parts[i], &total)) return SIZE_MAX;
+    if (backward && n > 0) {
+        // Kept logits: at most the default bound's rows (model_set_logit_cache).
+        size_t rows = (size_t)cache_rows_for(c, CLS_CACHE_BYTES), bytes;
+        if (n < rows) rows = n;
+        if (mul_sz(rows, cache_ld(c) * sizeof(float), &bytes) || add_sz(total, bytes, &total))
+            return SIZE_MAX;
+    }
     return total;
 }
 
@@ -362,8 +394,8 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
     if (!m) return bs_fail(err, "out_of_memory", "", "cannot allocate a model");
     m->c = *c;
     m->pool_n = 1;
-    m->cls_rows = cls_tile_rows(c, 0);
-    m->cls_bwd_rows = cls_tile_rows(c, 1);
+    m->cls_rows = cls_tile_rows(c);
+    m->cache_bytes = CLS_CACHE_BYTES;
     m->n_params = model_param_count(c);
     size_t half = (size_t)c->seq_len * (size_t)(c->dim / c->n_heads / 2);
     m->params = calloc(m->n_params, sizeof(float));
@@ -397,6 +429,7 @@ void model_free(Model *m) {
     free(m->scratch);
     free(m->part);
     free(m->bwd);
+    free(m->cache);
     free(m);
 }
 
@@ -414,6 +447,10 @@ float *model_grads(Model *m) {
 
 void model_zero_grads(Model *m) {
     if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+}
+
+void model_set_logit_cache(Model *m, size_t bytes) {
+    m->cache_bytes = bytes;
 }
 
 void model_set_threads(Model *m, int n_threads) {
@@ -547,7 +584,7 @@ OpsPool *model_pool(Model *m) {
 
 // Points the activation views at the buffers for a batch of N tokens, M of
 // them with a target.
-static void layout(Model *m, int N, int M, int keep) {
+static void layout(Model *m, int N, int M, int n_seqs, int keep) {
     const ModelConfig *c = &m->c;
     size_t n = (size_t)N, D = (size_t)c->dim, H = (size_t)c->hidden_dim;
     size_t NH = (size_t)c->n_heads, KVD = (size_t)c->n_kv_heads * (D / NH);
@@ -580,8 +617,8 @@ static void layout(Model *m, int N, int M, int keep) {
     if (keep) m->res_out = p, p += n * D;
     m->rstdf = p, p += n;
     m->xg = p, p += mm * D;
-    m->E = NULL;
-    if (keep) m->E = p, p += mm * D;
+    m->dxg = NULL;
+    if (keep) m->dxg = p, p += mm * D;
     m->lse_m = p, p += mm;
     m->lse_l = p, p += mm;
     m->cls_logp = p, p += mm;
@@ -591,6 +628,8 @@ static void layout(Model *m, int N, int M, int keep) {
     m->tg = m->ints + 2 * n;
     m->rowg = m->ints + 3 * n;
     m->seq_order = m->ints + 4 * n;
+    m->grp_k = m->seq_order + n_seqs;
+    m->grp_cur = m->grp_k + n_seqs + 1;
 }
 
 // ---------------------------------------------------------------------------
@@ -608,6 +647,7 @@ typedef struct {
     int l, N, M, keep, n_rows;
     int chunk_n, n_chunks; // backward: rows per chunk, chunks
     int chunk, n_rowt;     // backward region: rows of chunk, dW of chunk - 1
+    int cls_k0, cls_n;     // grouped classifier: gathered rows of the block
 } Run;
 
 static float *tscratch(Model *m, int thread) {
@@ -682,7 +722,7 @@ static void task_ffn(void *ctx, int task, int thread) {
 }
 
 // Final rmsnorm of the target rows and their log-probs: cls_rows of the M
-// gathered rows.
+// gathered rows (the logits are not kept).
 static void task_cls_forward(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
@@ -692,20 +732,203 @@ static void task_cls_forward(void *ctx, int task, int thread) {
         rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
                         (int)D, c->norm_eps);
     }
-    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0,
-                            r->keep ? m->E + (size_t)k0 * D : NULL, tscratch(m, thread),
-                            m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk, (int)D, c->vocab_size,
-                            c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
+    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, NULL, 0,
+                            tscratch(m, thread), m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk,
+                            (int)D, c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
 }
 
-int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err) {
+// Final rmsnorm of a block of CLS_KEEP_ROWS gathered rows (grouped forward).
+static void task_final_norm(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    (void)thread;
+    int k0 = task * CLS_KEEP_ROWS, nk = r->M - k0 < CLS_KEEP_ROWS ? r->M - k0 : CLS_KEEP_ROWS;
+    for (int k = k0; k < k0 + nk; k++) {
+        size_t i = (size_t)m->rows[k];
+        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
+                        (int)D, c->norm_eps);
+    }
+}
+
+// The grouped classifier, over a block of gathered rows [cls_k0, cls_k0 +
+// cls_n), CLS_KEEP_ROWS rows per task from the block's first row: the same
+// row partition with and without kept logits, so that a reference scored
+// with model_forward_grouped gets the policy's log-probs bit for bit when
+// their weights are equal (DPO's first step: rewards exactly 0, as torch).
+// Kept (training), the logits go to the cache: row k at cache row k - cls_k0.
+
+// Logits, max and log-sum of CLS_KEEP_ROWS rows.
+static void task_cls_logits(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    int j = task * CLS_KEEP_ROWS, n = r->cls_n - j < CLS_KEEP_ROWS ? r->cls_n - j : CLS_KEEP_ROWS;
+    size_t k0 = (size_t)(r->cls_k0 + j);
+    float *logits = r->keep ? m->cache + (size_t)j * m->cache_ld : NULL;
+    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, logits, m->cache_ld,
+                            tscratch(m, thread), m->xg + k0 * D, w->wcls, m->tg + k0, n, (int)D,
+                            c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
+}
+
+// One vocabulary tile: its logits become dlogits, dwcls rows += over the rows.
+static void task_cls_dw(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    (void)thread;
+    int v0 = task * CLS_BWD_VB, V = c->vocab_size, nv = V - v0 < CLS_BWD_VB ? V - v0 : CLS_BWD_VB;
+    size_t k0 = (size_t)r->cls_k0;
+    classifier_backward_tile(m->g.wcls, m->cache, m->cache_ld, m->cls_g + k0, m->xg + k0 * D,
+                             m->tg + k0, m->lse_m + k0, m->lse_l + k0, r->cls_n, (int)D, v0, nv);
+}
+
+// dxg of CLS_KEEP_ROWS rows from their dlogits.
+static void task_cls_dx(void *ctx, int task, int thread) {
+    Run *r = ctx;
+    RUN_DIMS;
+    (void)thread;
+    int j = task * CLS_KEEP_ROWS, n = r->cls_n - j < CLS_KEEP_ROWS ? r->cls_n - j : CLS_KEEP_ROWS;
+    classifier_backward_dx(m->dxg + (size_t)(r->cls_k0 + j) * D, m->cache + (size_t)j * m->cache_ld,
+                           m->cache_ld, w->wcls, n, (int)D, c->vocab_size);
+}
+
+static int keep_tasks(int n) {
+    return (n + CLS_KEEP_ROWS - 1) / CLS_KEEP_ROWS;
+}
+
+// Logits of rows [k0, k0 + n) into the cache, with their log-probs.
+static void cls_logits(Model *m, Run *r, int k0, int n) {
+    r->cls_k0 = k0;
+    r->cls_n = n;
+    ops_pool_run(m->pool, task_cls_logits, r, keep_tasks(n));
+}
+
+// dwcls += and dxg = the classifier backward of the cached rows [k0, k0 + n)
+// with dL/dlogp in cls_g.
+static void cls_grad(Model *m, Run *r, int k0, int n) {
+    r->cls_k0 = k0;
+    r->cls_n = n;
+    if (n == 0) return;
+    ops_pool_run(m->pool, task_cls_dw, r, (m->c.vocab_size + CLS_BWD_VB - 1) / CLS_BWD_VB);
+    ops_pool_run(m->pool, task_cls_dx, r, keep_tasks(n));
+}
+
+// Sets m->cache_rows, the rows of a classifier block (the logits cache's
+// bound), and with keep grows the cache to min(rows, that) rows.
+static int cache_reserve(Model *m, int rows, int keep, BsError *err) {
+    m->cache_rows = cache_rows_for(&m->c, m->cache_bytes);
+    m->cache_ld = cache_ld(&m->c);
+    if (!keep) return 0;
+    size_t need, n = (size_t)(rows < m->cache_rows ? rows : m->cache_rows);
+    if (mul_sz(n > 0 ? n : 1, m->cache_ld * sizeof(float), &need))
+        return bs_fail(err, "out_of_memory", "", "logits cache size overflows");
+    return ensure(&m->cache, &m->cache_cap, need, err);
+}
+
+// The classifier's backward of rows [k0, k0 + n) with dL/dlogp in cls_g,
+// logits recomputed block by block (every cache_rows rows).
+static void cls_grad_recompute(Model *m, Run *r, int k0, int n) {
+    for (int j = 0; j < n; j += m->cache_rows) {
+        int nb = n - j < m->cache_rows ? n - j : m->cache_rows;
+        cls_logits(m, r, k0 + j, nb);
+        cls_grad(m, r, k0 + j, nb);
+    }
+}
+
+// Gathers the target rows: rows, tg, rowg; grouped (groups non-NULL) in
+// group order, each group's rows in token order, with grp_k the groups'
+// first rows; otherwise in token order.
+static void gather_rows(Model *m, const ModelBatch *b, const ModelGroups *groups, float *logp) {
+    int N = b->offsets[b->n_seqs];
+    for (int i = 0; i < N; i++) {
+        logp[i] = 0.0f;
+        m->rowg[i] = -1;
+    }
+    if (!groups) {
+        int k = 0;
+        for (int i = 0; i < N; i++) {
+            if (b->targets[i] < 0) continue;
+            m->rows[k] = i;
+            m->tg[k] = b->targets[i];
+            m->rowg[i] = k++;
+        }
+        return;
+    }
+    int G = groups->n_groups;
+    memset(m->grp_k, 0, (size_t)(G + 1) * sizeof(int));
+    for (int s = 0; s < b->n_seqs; s++)
+        for (int i = b->offsets[s]; i < b->offsets[s + 1]; i++)
+            m->grp_k[groups->seq_group[s] + 1] += b->targets[i] >= 0;
+    for (int g = 0; g < G; g++) {
+        m->grp_k[g + 1] += m->grp_k[g];
+        m->grp_cur[g] = m->grp_k[g];
+    }
+    for (int s = 0; s < b->n_seqs; s++) {
+        int *cur = &m->grp_cur[groups->seq_group[s]];
+        for (int i = b->offsets[s]; i < b->offsets[s + 1]; i++) {
+            if (b->targets[i] < 0) continue;
+            m->rows[*cur] = i;
+            m->tg[*cur] = b->targets[i];
+            m->rowg[i] = (*cur)++;
+        }
+    }
+}
+
+// The grouped forward's classifier, group by group in blocks of cache_rows
+// rows: log-probs; when training (r->keep), the logits kept (or, for a group
+// larger than a block, later recomputed block by block), the caller's
+// dL/dlogp for the group's rows, then dwcls and dxg.
+static int cls_grouped(Model *m, Run *r, const ModelGroups *groups, float *logp, float *dlogp,
+                       BsError *err) {
+    int D = m->c.dim, max_rows = 0;
+    for (int g = 0; g < groups->n_groups; g++) {
+        int n = m->grp_k[g + 1] - m->grp_k[g];
+        if (n > max_rows) max_rows = n;
+    }
+    if (cache_reserve(m, max_rows, r->keep, err) != 0) return -1;
+    ops_pool_run(m->pool, task_final_norm, r, keep_tasks(r->M));
+    if (r->keep) memset(m->dxg, 0, (size_t)r->M * (size_t)D * sizeof(float));
+    for (int g = 0; g < groups->n_groups; g++) {
+        int k0 = m->grp_k[g], n = m->grp_k[g + 1] - k0;
+        for (int j = 0; j < n; j += m->cache_rows)
+            cls_logits(m, r, k0 + j, n - j < m->cache_rows ? n - j : m->cache_rows);
+        for (int k = k0; k < k0 + n; k++)
+            logp[m->rows[k]] = m->cls_logp[k];
+        if (!r->keep) continue;
+        if (groups->grad(groups->ctx, g, logp, dlogp, err) != 0) return -1;
+        for (int k = k0; k < k0 + n; k++)
+            m->cls_g[k] = dlogp[m->rows[k]];
+        if (n <= m->cache_rows)
+            cls_grad(m, r, k0, n); // the logits are still in the cache
+        else
+            cls_grad_recompute(m, r, k0, n);
+    }
+    return 0;
+}
+
+// model_forward and model_forward_grouped (groups non-NULL: rows in group
+// order; with groups->grad also the activations and the classifier's
+// backward).
+static int forward(Model *m, const ModelBatch *b, float *logp, int keep_activations,
+                   const ModelGroups *groups, float *dlogp, BsError *err) {
     const ModelConfig *c = &m->c;
     int N = 0, M = 0, max_T = 0;
     m->have_acts = 0;
+    m->cls_done = 0;
     if (keep_activations && !m->grads)
         return bs_fail(err, "invalid_argument", "",
                        "a frozen model cannot keep activations for a backward pass");
     if (batch_check(m, b, &N, &M, &max_T, err) != 0) return -1;
+    if (groups) {
+        if (groups->n_groups < 0 || groups->n_groups > b->n_seqs ||
+            (b->n_seqs > 0 && !groups->seq_group) || (groups->grad && !dlogp))
+            return bs_fail(err, "invalid_argument", "",
+                           "grouped forward needs 0..n_seqs groups, seq_group and, with grad, "
+                           "dlogp");
+        for (int s = 0; s < b->n_seqs; s++)
+            if (groups->seq_group[s] < 0 || groups->seq_group[s] >= groups->n_groups)
+                return bs_fail(err, "invalid_argument", "",
+                               "sequence %d is in group %d; groups are 0..%d", s,
+                               groups->seq_group[s], groups->n_groups - 1);
+    }
     int L = c->n_layers, D = c->dim;
     int NH = c->n_heads;
     int keep = keep_activations ? 1 : 0, blas_prev;
@@ -726,10 +949,14 @@ int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activatio
     if (N == 0) {
         m->last_N = m->last_M = m->last_n_seqs = 0;
         m->have_acts = keep;
+        m->cls_done = keep && groups;
+        if (keep && groups) // every group is empty: its gradient is still asked for
+            for (int g = 0; g < groups->n_groups; g++)
+                if (groups->grad(groups->ctx, g, logp, dlogp, err) != 0) goto out;
         rc = 0;
         goto out;
     }
-    layout(m, N, M, keep);
+    layout(m, N, M, b->n_seqs, keep);
     ops_positions(m->pos, b->offsets, b->n_seqs);
     // Attention tasks longest sequence first, so the short ones fill in.
     m->n_att = 0;
@@ -744,15 +971,7 @@ int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activatio
         }
         m->seq_order[j] = q;
     }
-    int k = 0;
-    for (int i = 0; i < N; i++) {
-        logp[i] = 0.0f;
-        m->rowg[i] = -1;
-        if (b->targets[i] < 0) continue;
-        m->rows[k] = i;
-        m->tg[k] = b->targets[i];
-        m->rowg[i] = k++;
-    }
+    gather_rows(m, b, groups, logp);
 
     Run r = {.m = m, .b = b, .N = N, .M = M, .keep = keep};
     r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
@@ -765,9 +984,14 @@ int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activatio
         ops_pool_run(m->pool, task_attention, &r, m->n_att * NH);
         ops_pool_run(m->pool, task_ffn, &r, r.n_rows);
     }
-    ops_pool_run(m->pool, task_cls_forward, &r, (M + m->cls_rows - 1) / m->cls_rows);
-    for (int q = 0; q < M; q++)
-        logp[m->rows[q]] = m->cls_logp[q];
+    if (groups) {
+        if (cls_grouped(m, &r, groups, logp, dlogp, err) != 0) goto out;
+        m->cls_done = keep;
+    } else {
+        ops_pool_run(m->pool, task_cls_forward, &r, (M + m->cls_rows - 1) / m->cls_rows);
+        for (int q = 0; q < M; q++)
+            logp[m->rows[q]] = m->cls_logp[q];
+    }
 
     m->last_N = N;
     m->last_M = M;
@@ -780,22 +1004,23 @@ out:
     return rc;
 }
 
-// dwcls for one vocabulary tile.
-static void task_cls_backward(void *ctx, int task, int thread) {
-    Run *r = ctx;
-    RUN_DIMS;
-    int v0 = task * CLS_BWD_VB, V = c->vocab_size, nv = V - v0 < CLS_BWD_VB ? V - v0 : CLS_BWD_VB;
-    classifier_backward_tile(m->g.wcls, tscratch(m, thread), m->cls_g, m->xg, w->wcls, m->tg,
-                             m->lse_m, m->lse_l, r->M, (int)D, v0, nv, m->cls_bwd_rows);
+int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err) {
+    return forward(m, b, logp, keep_activations, NULL, NULL, err);
 }
 
-// Classifier dx and the final rmsnorm's backward of a row block: G, written
-// over res_out row by row once the row's rmsnorm backward has read it.
+int model_forward_grouped(Model *m, const ModelBatch *b, const ModelGroups *groups, float *logp,
+                          float *dlogp, BsError *err) {
+    if (!groups) return bs_fail(err, "invalid_argument", "", "grouped forward without groups");
+    return forward(m, b, logp, groups->grad != NULL, groups, dlogp, err);
+}
+
+// The final rmsnorm's backward of a row block from dxg: G, written over
+// res_out row by row once the row's rmsnorm backward has read it.
 static void task_final_backward(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
     ROW_RANGE(task);
-    float *dxn = tscratch(m, thread), *dx = dxn + D, *part = m->part + (size_t)task * D;
+    float *dx = tscratch(m, thread), *part = m->part + (size_t)task * D;
     memset(part, 0, D * sizeof(float));
     for (size_t i = r0; i < r0 + (size_t)n; i++) {
         int k = m->rowg[i];
@@ -804,10 +1029,9 @@ static void task_final_backward(void *ctx, int task, int thread) {
             memset(x, 0, D * sizeof(float));
             continue;
         }
-        memset(dxn, 0, 2 * D * sizeof(float));
-        classifier_backward_dx(dxn, m->cls_g + k, m->E + (size_t)k * D, w->wcls, m->tg + k, 1,
-                               (int)D);
-        rmsnorm_backward(dx, part, dxn, x, w->rms_final, m->rstdf + i, 1, (int)D);
+        memset(dx, 0, D * sizeof(float));
+        rmsnorm_backward(dx, part, m->dxg + (size_t)k * D, x, w->rms_final, m->rstdf + i, 1,
+                         (int)D);
         memcpy(x, dx, D * sizeof(float));
     }
 }
@@ -983,8 +1207,12 @@ int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *e
     if (b->n_seqs != m->last_n_seqs || N != m->last_N)
         return bs_fail(err, "invalid_argument", "",
                        "model_backward got a different batch than the last forward");
+    if (m->cls_done ? dlogp != NULL : dlogp == NULL)
+        return bs_fail(err, "invalid_argument", "",
+                       m->cls_done ? "after model_forward_grouped, model_backward takes no dlogp"
+                                   : "model_backward needs dlogp");
     if (N == 0) return 0;
-    int L = c->n_layers, D = c->dim, V = c->vocab_size, M = m->last_M;
+    int L = c->n_layers, D = c->dim, M = m->last_M;
     int NKV = c->n_kv_heads;
     int blas_prev, rc = -1;
     threads_begin(m, &blas_prev);
@@ -1012,10 +1240,16 @@ int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *e
         r.pr[k] = p, p += cN * H;
     }
 
-    // Classifier: dwcls per vocabulary tile; dx per row through E.
-    for (int k = 0; k < M; k++)
-        m->cls_g[k] = dlogp[m->rows[k]];
-    ops_pool_run(m->pool, task_cls_backward, &r, (V + CLS_BWD_VB - 1) / CLS_BWD_VB);
+    // Classifier (unless the grouped forward did it): dwcls and dxg from
+    // logits recomputed block by block.
+    if (!m->cls_done) {
+        if (cache_reserve(m, M, 1, err) != 0) goto out;
+        for (int k = 0; k < M; k++)
+            m->cls_g[k] = dlogp[m->rows[k]];
+        memset(m->dxg, 0, (size_t)M * (size_t)D * sizeof(float));
+        cls_grad_recompute(m, &r, 0, M);
+    }
+    m->cls_done = 0;
     ops_pool_run(m->pool, task_final_backward, &r, r.n_rows);
     reduce_parts(m->g.rms_final, m->part, r.n_rows, D);
 

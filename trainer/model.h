@@ -107,10 +107,40 @@ OpsPool *model_pool(Model *m);
 // activations needed by model_backward are kept (the model must have grads).
 // Sequences longer than seq_len are an error.
 int model_forward(Model *m, const ModelBatch *b, float *logp, int keep_activations, BsError *err);
+// Sequences scored together by model_forward_grouped: seq_group[s] in
+// 0 .. n_groups-1 for every sequence s of the batch. grad is called once per
+// group, in group order, when logp holds the log-probs of every row of the
+// group's sequences (rows of later groups are not yet computed); it writes
+// dLoss/dlogp into dlogp for those rows (the other entries are not read) and
+// returns 0, or -1 with err filled, which ends the forward with -1.
+typedef struct {
+    int n_groups;
+    const int *seq_group; // (n_seqs)
+    int (*grad)(void *ctx, int group, const float *logp, float *dlogp, BsError *err);
+    void *ctx;
+} ModelGroups;
+
+// The training forward: as model_forward with keep_activations, and the
+// classifier's part of the backward done on the way, group by group, while
+// the group's logits are held (at most one group's: a DPO pair, whose loss
+// is known once both its sequences' log-probs are). dlogp (N) receives the
+// grad callbacks' values. Follow it with model_backward(m, b, NULL, err).
+// A group whose logits exceed the logit cache (model_set_logit_cache) is
+// scored block by block and its logits recomputed for the gradient.
+int model_forward_grouped(Model *m, const ModelBatch *b, const ModelGroups *groups, float *logp,
+                          float *dlogp, BsError *err);
+// Bytes a training model may hold for kept logits: one group's (grouped
+// forward) or one block's (the plain backward's recomputation), at least 16
+// rows. Default 64 MiB: a DPO pair of two 256-token sequences of a
+// 32000-token vocabulary fits.
+void model_set_logit_cache(Model *m, size_t bytes);
+
 // Backward pass of the most recent forward on the same batch: dlogp (N) holds
-// dLoss/dlogp_i (0 where no target). Gradients are accumulated (+=). The
-// backward consumes the forward's activations (it works in their memory, as
-// torch frees its graph): another backward needs another forward first.
+// dLoss/dlogp_i (0 where no target) after model_forward, and must be NULL
+// after model_forward_grouped (which consumed it already). Gradients are
+// accumulated (+=). The backward consumes the forward's activations (it
+// works in their memory, as torch frees its graph): another backward needs
+// another forward first.
 int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *err);
 
 #endif

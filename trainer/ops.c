@@ -152,7 +152,6 @@ typedef struct {
                         const float *, int, int);
     void (*add)(float *, const float *, const float *, size_t);
     void (*scale)(float *, float, int);
-    void (*diff_axpy)(float *, float, const float *, const float *, int);
     void (*softmax_grad)(float *, const float *, float, int);
     void (*swiglu_fwd)(float *, const float *, const float *, size_t);
     void (*swiglu_bwd)(float *, float *, const float *, const float *, const float *, size_t);
@@ -169,7 +168,7 @@ typedef struct {
 #define KERNELS(P)                                                                                 \
     {                                                                                              \
         P##vexp, P##vexp_neg, P##vmax, P##vdot, P##rmsnorm_fwd, P##rmsnorm_apply, P##rmsnorm_bwd,  \
-            P##add, P##scale, P##diff_axpy, P##softmax_grad, P##swiglu_fwd, P##swiglu_bwd,         \
+            P##add, P##scale, P##softmax_grad, P##swiglu_fwd, P##swiglu_bwd,                       \
             P##swiglu_bwd_inplace, P##att_scratch, P##att_fwd, P##att_bwd, P##adamw, P##sumsq      \
     }
 
@@ -783,30 +782,33 @@ void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const flo
 // two apart (a 4 KiB stride costs ~20% in cache-set conflicts).
 #define TILE_LD(vb) ((size_t)(vb) + 16)
 
-size_t classifier_scratch_floats(int R, int vb) {
-    // +1: the double row sums start at the next even float (8-byte aligned).
-    return (size_t)R * TILE_LD(vb) + 1 + 3 * (size_t)R;
+size_t classifier_scratch_floats(int R, int vb, int keep) {
+    // keep: one row of exps; otherwise the tile itself. +1: the double row
+    // sums start at the next even float (8-byte aligned).
+    size_t tile = keep ? (size_t)vb : (size_t)R * TILE_LD(vb);
+    return tile + 1 + 3 * (size_t)R;
 }
 
-void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *E, float *scratch,
-                             const float *x, const float *wcls, const int *targets, int R, int D,
-                             int V, int vb) {
+void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
+                             float *scratch, const float *x, const float *wcls, const int *targets,
+                             int R, int D, int V, int vb) {
     if (R == 0) return;
     // Online softmax over vocabulary tiles: each row keeps its running max
     // (lse_m) and the sum of exp(logit - max) in double (sum, rescaled when
-    // the max grows); E accumulates exp(logit - max) @ wcls the same way.
-    size_t ld = TILE_LD(vb);
-    double *sum = (double *)(scratch + (((size_t)R * ld + 1) & ~(size_t)1));
+    // the max grows). Kept logits stay as they are; the exps of a row go to
+    // a scratch row (only their sum is needed).
+    size_t ld = logits ? ldl : TILE_LD(vb);
+    size_t tile = logits ? (size_t)vb : (size_t)R * ld;
+    double *sum = (double *)(scratch + ((tile + 1) & ~(size_t)1));
     float *tlogit = (float *)(sum + R);
     for (int i = 0; i < R; i++) {
         lse_m[i] = -INFINITY;
         sum[i] = 0.0;
         tlogit[i] = NAN;
     }
-    if (E) memset(E, 0, (size_t)R * D * sizeof(float));
     for (int v0 = 0; v0 < V; v0 += vb) {
         int nv = V - v0 < vb ? V - v0 : vb;
-        float *L = scratch;
+        float *L = logits ? logits + v0 : scratch;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nv, D, 1.0f, x, D,
                     wcls + (size_t)v0 * D, D, 0.0f, L, (int)ld);
         for (int i = 0; i < R; i++) {
@@ -815,54 +817,38 @@ void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *E, 
             if (t >= v0 && t < v0 + nv) tlogit[i] = row[t - v0];
             float tm = ops_vmax(row, nv);
             if (tm > lse_m[i]) {
-                if (lse_m[i] != -INFINITY) {
-                    float alpha = expf(lse_m[i] - tm);
-                    sum[i] *= alpha;
-                    if (E) K()->scale(E + (size_t)i * D, alpha, D);
-                }
+                if (lse_m[i] != -INFINITY) sum[i] *= expf(lse_m[i] - tm);
                 lse_m[i] = tm;
             }
-            sum[i] += K()->vexp_neg(row, row, lse_m[i], 0.0f, 1.0f, nv);
+            sum[i] += K()->vexp_neg(logits ? scratch : row, row, lse_m[i], 0.0f, 1.0f, nv);
         }
-        if (E)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, D, nv, 1.0f, L, (int)ld,
-                        wcls + (size_t)v0 * D, D, 1.0f, E, D);
     }
     for (int i = 0; i < R; i++) {
         double ls = log(sum[i]);
         lse_l[i] = (float)ls;
         logp[i] = (float)((double)tlogit[i] - (double)lse_m[i] - ls);
-        if (E) K()->scale(E + (size_t)i * D, (float)(1.0 / sum[i]), D);
     }
 }
 
-void classifier_backward_dx(float *dx, const float *dlogp, const float *E, const float *wcls,
-                            const int *targets, int M, int D) {
-    for (int i = 0; i < M; i++) {
-        float g = dlogp[i];
-        if (g == 0.0f) continue;
-        K()->diff_axpy(dx + (size_t)i * D, g, wcls + (size_t)targets[i] * D, E + (size_t)i * D, D);
+void classifier_backward_tile(float *dwcls, float *logits, size_t ldl, const float *g,
+                              const float *x, const int *targets, const float *lse_m,
+                              const float *lse_l, int R, int D, int v0, int nv) {
+    if (R == 0) return;
+    float *L = logits + v0;
+    for (int i = 0; i < R; i++) {
+        float *row = L + (size_t)i * ldl;
+        // dlogits = g * (onehot(target) - softmax)
+        K()->vexp_neg(row, row, lse_m[i], lse_l[i], -g[i], nv);
+        int t = targets[i];
+        if (t >= v0 && t < v0 + nv) row[t - v0] += g[i];
     }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nv, D, R, 1.0f, L, (int)ldl, x, D, 1.0f,
+                dwcls + (size_t)v0 * D, D);
 }
 
-void classifier_backward_tile(float *dwcls, float *scratch, const float *dlogp, const float *x,
-                              const float *wcls, const int *targets, const float *lse_m,
-                              const float *lse_l, int M, int D, int v0, int vb, int rb) {
-    size_t ld = TILE_LD(vb);
-    for (int r0 = 0; r0 < M; r0 += rb) {
-        int nr = M - r0 < rb ? M - r0 : rb;
-        float *L = scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, vb, D, 1.0f, x + (size_t)r0 * D, D,
-                    wcls + (size_t)v0 * D, D, 0.0f, L, (int)ld);
-        for (int r = 0; r < nr; r++) {
-            int i = r0 + r;
-            float *row = L + (size_t)r * ld, g = dlogp[i];
-            // dlogits = g * (onehot(target) - softmax)
-            K()->vexp_neg(row, row, lse_m[i], lse_l[i], -g, vb);
-            int t = targets[i];
-            if (t >= v0 && t < v0 + vb) row[t - v0] += g;
-        }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, vb, D, nr, 1.0f, L, (int)ld,
-                    x + (size_t)r0 * D, D, 1.0f, dwcls + (size_t)v0 * D, D);
-    }
+void classifier_backward_dx(float *dx, const float *dlogits, size_t ldl, const float *wcls, int R,
+                            int D, int V) {
+    if (R == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, D, V, 1.0f, dlogits, (int)ldl, wcls,
+                D, 1.0f, dx, D);
 }

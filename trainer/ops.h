@@ -192,27 +192,29 @@ void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const flo
                                 const float *x, const float *wcls, const int *targets, int M, int D,
                                 int V);
 
-// The classifier without an (M, V) buffer, in two task kinds:
+// The classifier over row blocks, for tasks (model.c holds at most one
+// group of rows' logits, never all M rows'):
 //
 // classifier_forward_rows: R rows x (R, D) against the whole vocabulary in
-// tiles of vb columns (scratch: R * vb floats): logp[i] as above, lse_m[i]
-// the row's max logit and lse_l[i] = log(sum(exp(logit - max))), so that
-// softmax(logits_i) = exp((logit - lse_m[i]) - lse_l[i]). With E non-NULL
-// also E (R, D) = softmax(logits) @ wcls, the expected classifier row, which
-// makes dx a per-row expression: dx_i += dlogp_i * (wcls[target_i] - E_i).
-// scratch: classifier_scratch_floats(R, vb) floats (8-byte aligned).
-size_t classifier_scratch_floats(int R, int vb);
-void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *E, float *scratch,
-                             const float *x, const float *wcls, const int *targets, int R, int D,
-                             int V, int vb);
-// dx (M, D) += dlogp_i * (wcls[target_i] - E_i).
-void classifier_backward_dx(float *dx, const float *dlogp, const float *E, const float *wcls,
-                            const int *targets, int M, int D);
-// dwcls rows v0 .. v0+vb-1 += dlogits^T x over all M rows (taken rb rows at a
-// time in row order; scratch: rb * (vb + 16) floats), dlogits recomputed from
-// lse_m, lse_l: dlogp_i * (onehot(target_i) - softmax_i).
-void classifier_backward_tile(float *dwcls, float *scratch, const float *dlogp, const float *x,
-                              const float *wcls, const int *targets, const float *lse_m,
-                              const float *lse_l, int M, int D, int v0, int vb, int rb);
+// tiles of vb columns: logp[i] as above, lse_m[i] the row's max logit and
+// lse_l[i] = log(sum(exp(logit - max))), so that softmax(logits_i) =
+// exp((logit - lse_m[i]) - lse_l[i]). With logits non-NULL the logits are
+// kept there ((R, V), row stride ldl); otherwise each tile lives in scratch
+// and is gone after its row sums. scratch: classifier_scratch_floats(R, vb,
+// logits != NULL) floats (8-byte aligned).
+size_t classifier_scratch_floats(int R, int vb, int keep);
+void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
+                             float *scratch, const float *x, const float *wcls, const int *targets,
+                             int R, int D, int V, int vb);
+// Vocabulary columns v0 .. v0+nv-1 of kept logits (R rows, stride ldl) are
+// turned in place into dlogits = g_i * (onehot(target_i) - softmax_i), and
+// dwcls rows v0 .. v0+nv-1 += that tile^T @ x (R, D).
+void classifier_backward_tile(float *dwcls, float *logits, size_t ldl, const float *g,
+                              const float *x, const int *targets, const float *lse_m,
+                              const float *lse_l, int R, int D, int v0, int nv);
+// dx (R, D) += dlogits (R, V; stride ldl) @ wcls, once every column of the
+// rows went through classifier_backward_tile.
+void classifier_backward_dx(float *dx, const float *dlogits, size_t ldl, const float *wcls, int R,
+                            int D, int V);
 
 #endif

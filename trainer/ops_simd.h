@@ -174,13 +174,6 @@ static KN_NOFAKESTACK void KN(scale)(float *x, float s, int n) {
     VLOOP((size_t)n, x, NOF, NOF, NOF, x, NOF, o = a * vs);
 }
 
-// d += g * (u - v)
-static KN_NOFAKESTACK void KN(diff_axpy)(float *dst, float g, const float *u, const float *v,
-                                         int n) {
-    vf vg = VSPLAT(g);
-    VLOOP((size_t)n, dst, u, v, NOF, dst, NOF, o = a + vg * (b - c));
-}
-
 // g[j] = p[j] * (g[j] - dot)
 static KN_NOFAKESTACK void KN(softmax_grad)(float *g, const float *p, float dot, int n) {
     vf vd = VSPLAT(dot);

@@ -256,6 +256,7 @@ void train_pack_free(TrainPack *p) {
     free(p->comp);
     free(p->all);
     free(p->ref_comp);
+    free(p->group);
     memset(p, 0, sizeof *p);
 }
 
@@ -274,6 +275,7 @@ static int pack_reserve(TrainPack *p, size_t n_seqs, size_t n_tok, BsError *err)
         GROW(p->comp, n_seqs);
         GROW(p->all, n_seqs);
         GROW(p->ref_comp, n_seqs);
+        GROW(p->group, n_seqs);
         p->cap_seq = n_seqs;
     }
     if (n_tok > p->cap_tok) {
@@ -341,18 +343,38 @@ int train_pack_batch(TrainPack *p, const Dataset *ds, const int *idx, int B, int
             pack_seq(p, e->prompt, e->n_prompt, e->rejected, e->n_rejected, 0);
         }
     }
+    for (int s = 0; s < p->n_seqs; s++)
+        p->group[s] = s < B ? s : s - B;
     return 0;
 }
 
+// Sequence s's sums of logp over its completion targets (comp[s]) and, when
+// all is not NULL, over every scored position.
+static void seq_sums(const TrainPack *p, int s, const float *logp, double *comp, double *all) {
+    double c = 0.0, a = 0.0;
+    for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
+        if (p->kind[i] == TRAIN_TGT_COMPLETION) c += logp[i];
+        if (p->kind[i] != TRAIN_TGT_NONE) a += logp[i];
+    }
+    comp[s] = c;
+    if (all) all[s] = a;
+}
+
 void train_pack_sums(const TrainPack *p, const float *logp, double *comp, double *all) {
-    for (int s = 0; s < p->n_seqs; s++) {
-        double c = 0.0, a = 0.0;
-        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            if (p->kind[i] == TRAIN_TGT_COMPLETION) c += logp[i];
-            if (p->kind[i] != TRAIN_TGT_NONE) a += logp[i];
-        }
-        comp[s] = c;
-        if (all) all[s] = a;
+    for (int s = 0; s < p->n_seqs; s++)
+        seq_sums(p, s, logp, comp, all);
+}
+
+// dlogp over sequence s: dc on completion targets plus da on every scored
+// position, divided by scale; 0 elsewhere.
+static void seq_dlogp(const TrainPack *p, int s, double dc, double da, double scale, float *dlogp) {
+    for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
+        double d = 0.0;
+        if (p->kind[i] == TRAIN_TGT_COMPLETION)
+            d = dc + da;
+        else if (p->kind[i] == TRAIN_TGT_PROMPT)
+            d = da;
+        dlogp[i] = (float)(d / scale);
     }
 }
 
@@ -362,15 +384,50 @@ void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double 
         int chosen = s < B;
         double dc = chosen ? d_chosen[s] : d_rejected[s - B];
         double da = chosen && d_chosen_all ? d_chosen_all[s] : 0.0;
-        for (int i = p->offsets[s]; i < p->offsets[s + 1]; i++) {
-            double d = 0.0;
-            if (p->kind[i] == TRAIN_TGT_COMPLETION)
-                d = dc + da;
-            else if (p->kind[i] == TRAIN_TGT_PROMPT)
-                d = da;
-            p->dlogp[i] = (float)(d / scale);
-        }
+        seq_dlogp(p, s, dc, da, scale, p->dlogp);
     }
+}
+
+// The policy pass's per-group gradient (ModelGroups.grad): group j is pair j
+// (sequences j and B + j) or SFT row j.
+typedef struct {
+    TrainPack *p;
+    const Recipe *r;
+    int B, preference, dpo, orpo;
+    double scale;
+} GroupCtx;
+
+static int group_grad(void *ctx, int j, const float *logp, float *dlogp, BsError *err) {
+    GroupCtx *g = ctx;
+    TrainPack *p = g->p;
+    int n = g->preference ? 2 : 1;
+    for (int q = 0; q < n; q++)
+        seq_sums(p, j + q * g->B, logp, p->comp, p->all);
+    AlignBatch ab;
+    train_pack_align_batch(p, g->B, g->preference, g->dpo, g->orpo, &ab);
+    double dc = 0.0, dr = 0.0, da = 0.0;
+    if (align_pair_gradient(g->r, &ab, j, &dc, &dr, &da, err) != 0) return -1;
+    seq_dlogp(p, j, dc, g->orpo ? da : 0.0, g->scale, dlogp);
+    if (g->preference) seq_dlogp(p, g->B + j, dr, 0.0, g->scale, dlogp);
+    return 0;
+}
+
+int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err) {
+    ModelGroups groups = {B, p->group, NULL, NULL};
+    ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
+    return model_forward_grouped(m, &mb, &groups, logp, NULL, err);
+}
+
+int train_pack_policy_forward(TrainPack *p, Model *policy, const Recipe *r, int B, int preference,
+                              int dpo, int orpo, double scale, AlignResult *ar, BsError *err) {
+    GroupCtx g = {p, r, B, preference, dpo, orpo, scale};
+    ModelGroups groups = {B, p->group, group_grad, &g};
+    ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
+    if (model_forward_grouped(policy, &mb, &groups, p->logp, p->dlogp, err) != 0) return -1;
+    train_pack_sums(p, p->logp, p->comp, p->all);
+    AlignBatch ab;
+    train_pack_align_batch(p, B, preference, dpo, orpo, &ab);
+    return align_compute(r, &ab, ar, err);
 }
 
 // ---------------------------------------------------------------------------
@@ -440,8 +497,7 @@ static int ref_sums(Trainer *t, const int *idx, int B, const double *table) {
         }
         return 0;
     }
-    ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
-    if (model_forward(t->ref, &mb, p->ref_logp, 0, t->err) != 0) return -1;
+    if (train_pack_score(p, t->ref, B, p->ref_logp, t->err) != 0) return -1;
     train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     return 0;
 }
@@ -455,26 +511,29 @@ static int micro_batch(Trainer *t, const Dataset *ds, const int *idx, int B,
     TrainPack *p = &t->pk;
     if (train_pack_batch(p, ds, idx, B, t->preference, t->orpo, t->err) != 0) return -1;
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
-    if (model_forward(t->policy, &mb, p->logp, train, t->err) != 0) return -1;
-    train_pack_sums(p, p->logp, p->comp, p->all);
+    // The reference first: with its sums known, the policy's forward can form
+    // each pair's gradient while that pair's logits are still in memory.
     if (t->dpo && ref_sums(t, idx, B, ref_table) != 0) return -1;
-
-    AlignBatch ab;
-    train_pack_align_batch(p, B, t->preference, t->dpo, t->orpo, &ab);
     AlignResult ar = {0};
     ar.d_chosen = t->d_chosen;
     ar.d_rejected = t->d_rejected;
     ar.d_chosen_all = t->d_chosen_all;
     memset(t->d_chosen_all, 0, (size_t)t->max_b * sizeof(double));
-    if (align_compute(t->r, &ab, &ar, t->err) != 0) return -1;
+    if (train) {
+        if (train_pack_policy_forward(p, t->policy, t->r, B, t->preference, t->dpo, t->orpo, scale,
+                                      &ar, t->err) != 0)
+            return -1;
+    } else {
+        if (train_pack_score(p, t->policy, B, p->logp, t->err) != 0) return -1;
+        train_pack_sums(p, p->logp, p->comp, p->all);
+        AlignBatch ab;
+        train_pack_align_batch(p, B, t->preference, t->dpo, t->orpo, &ab);
+        if (align_compute(t->r, &ab, &ar, t->err) != 0) return -1;
+    }
     *loss = ar.loss;
     *metrics = ar.metrics;
     if (!train) return 0;
-
-    // dL/dlogp per token: the sequence's completion coefficient on completion
-    // targets, plus ORPO's whole-sequence NLL coefficient on every chosen target.
-    train_pack_dlogp(p, B, ar.d_chosen, ar.d_rejected, t->orpo ? ar.d_chosen_all : NULL, scale);
-    return model_backward(t->policy, &mb, p->dlogp, t->err);
+    return model_backward(t->policy, &mb, NULL, t->err);
 }
 
 // Reference sums of every row of ds, batched in file order by B (as TRL's

@@ -13,6 +13,7 @@
 #include "align.h"
 #include "bs.h"
 #include "data.h"
+#include "model.h"
 #include "recipe.h"
 
 typedef struct {
@@ -64,6 +65,7 @@ typedef struct {
     float *logp, *ref_logp, *dlogp; // (n_tok) for the caller: model log-probs and dL/dlogp
     int *n_comp, *n_all;            // (n_seqs) scored completion / all scored positions
     double *comp, *all, *ref_comp;  // (n_seqs) for the caller: per-sequence log-prob sums
+    int *group;                     // (n_seqs) pair (SFT: row) of each sequence
     size_t cap_tok, cap_seq;
 } TrainPack;
 
@@ -90,6 +92,22 @@ void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double 
 // ab points into p (valid while p is).
 void train_pack_align_batch(const TrainPack *p, int B, int preference, int dpo, int orpo,
                             AlignBatch *ab);
+// Log-probs (no activations kept) of a packed micro-batch of B rows into
+// logp (n_tok): model_forward_grouped with the pack's groups and no grad,
+// whose classifier works on the same rows in the same blocks as
+// train_pack_policy_forward's, so that equal weights give the policy's
+// log-probs bit for bit (the reference and eval scoring). 0, or -1 with err.
+int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err);
+// The policy's training pass over a packed micro-batch of B rows (after
+// train_pack_batch and, for DPO, with p->ref_comp filled):
+// model_forward_grouped with one group per pair (SFT: per row), whose
+// gradient is formed as soon as its log-probs exist (align_pair_gradient,
+// dL/dlogp divided by scale into p->dlogp); then every sequence's sums and
+// align_compute on the whole micro-batch for the loss, metrics and
+// coefficients (ar's arrays caller-allocated). The policy is then ready for
+// model_backward(policy, batch, NULL). 0, or -1 with err.
+int train_pack_policy_forward(TrainPack *p, Model *policy, const Recipe *r, int B, int preference,
+                              int dpo, int orpo, double scale, AlignResult *ar, BsError *err);
 // Frees the buffers and zeroes p.
 void train_pack_free(TrainPack *p);
 

@@ -1,8 +1,9 @@
 // bench_step.c — the training-step benchmark (issue 5): times one optimizer
 // step of DPO (also with precomputed reference log-probs), SFT and ORPO on
 // pre-tokenized random data, composed from the trainer library exactly as
-// trainer/train.c composes it (pack chosen then rejected, forward, per-sequence
-// sums, reference, align_compute, dL/dlogp, backward, clip, AdamW); and the
+// trainer/train.c composes it (pack chosen then rejected, reference forward,
+// the policy's grouped forward with each pair's dL/dlogp and the classifier's
+// backward, align_compute, backward, clip, AdamW); and the
 // cblas_sgemm peak of the machine. Prints one JSON object on stdout and a
 // human line on stderr. Not a test: tests/bench/run.sh drives it.
 //
@@ -274,27 +275,26 @@ static int bench_step(Bench *b, StepTimes *st) {
         return -1;
     double t1 = now_s();
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
-    if (model_forward(b->policy, &mb, p->logp, 1, &b->err) != 0) return -1;
-    train_pack_sums(p, p->logp, p->comp, p->all);
-    double t2 = now_s();
+    // As train.c: the reference first, then the policy's grouped forward,
+    // which forms each pair's gradient (align_pair_gradient) while its logits
+    // are held, and align_compute for the loss.
     if (b->method == M_DPO) {
-        if (model_forward(b->ref, &mb, p->ref_logp, 0, &b->err) != 0) return -1;
+        if (train_pack_score(p, b->ref, B, p->ref_logp, &b->err) != 0) return -1;
         train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     } else if (b->method == M_DPO_PRE) {
         memcpy(p->ref_comp, b->ref_table, 2 * (size_t)B * sizeof(double));
     }
-    double t3 = now_s();
-    AlignBatch ab;
-    train_pack_align_batch(p, B, b->preference, b->dpo, b->orpo, &ab);
+    double t2 = now_s();
     AlignResult ar = {0};
     ar.d_chosen = b->dc;
     ar.d_rejected = b->dr;
     ar.d_chosen_all = b->da;
     memset(b->da, 0, (size_t)B * sizeof(double));
-    if (align_compute(&b->r, &ab, &ar, &b->err) != 0) return -1;
-    train_pack_dlogp(p, B, ar.d_chosen, ar.d_rejected, b->orpo ? ar.d_chosen_all : NULL, 1.0);
-    double t4 = now_s();
-    if (model_backward(b->policy, &mb, p->dlogp, &b->err) != 0) return -1;
+    if (train_pack_policy_forward(p, b->policy, &b->r, B, b->preference, b->dpo, b->orpo, 1.0, &ar,
+                                  &b->err) != 0)
+        return -1;
+    double t3 = now_s(), t4 = t3;
+    if (model_backward(b->policy, &mb, NULL, &b->err) != 0) return -1;
     double t5 = now_s();
     float *grads = model_grads(b->policy);
     OpsPool *pool = model_pool(b->policy); // as train.c: the policy's threads
@@ -308,8 +308,8 @@ static int bench_step(Bench *b, StepTimes *st) {
     st->cpu = cpu_s() - c0;
     st->total = t6 - t0;
     st->pack = t1 - t0;
-    st->fwd = t2 - t1;
-    st->ref = t3 - t2;
+    st->ref = t2 - t1;
+    st->fwd = t3 - t2; // includes the classifier's backward and align_compute
     st->align = t4 - t3;
     st->bwd = t5 - t4;
     st->opt = t6 - t5;
@@ -505,13 +505,12 @@ int main(int argc, char **argv) {
         // train.c's precompute_refs for this one batch, then the reference is freed.
         double t0 = now_s();
         if (train_pack_batch(&b->pk, &d.ds, d.idx, B, 1, 0, &b->err) != 0) goto fail;
-        ModelBatch mb = {b->pk.n_seqs, b->pk.offsets, b->pk.tokens, b->pk.targets};
         b->ref_table = malloc(2 * (size_t)B * sizeof(double));
         if (!b->ref_table) {
             fprintf(stderr, "bench_step: out of memory\n");
             goto done;
         }
-        if (model_forward(b->ref, &mb, b->pk.ref_logp, 0, &b->err) != 0) goto fail;
+        if (train_pack_score(&b->pk, b->ref, B, b->pk.ref_logp, &b->err) != 0) goto fail;
         train_pack_sums(&b->pk, b->pk.ref_logp, b->ref_table, NULL);
         t_pre = now_s() - t0;
         model_free(b->ref);
