@@ -196,12 +196,13 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // vocabulary tiles of CLS_VB logits (small models use fewer rows:
 // cls_tile_rows). With kept logits (training): CLS_KEEP_ROWS rows per task
 // for the logits and for dx, and one task per CLS_BWD_VB vocabulary rows of
-// dwcls. The default bound on kept logits is CLS_CACHE_BYTES
-// (model_set_logit_cache).
+// dwcls (96 rows: a group of one or two 192-token completions splits
+// into an even number of tasks). The default bound on kept logits is
+// CLS_CACHE_BYTES (model_set_logit_cache).
 #define CLS_ROWS 384
 #define CLS_VB 1024
 #define CLS_BWD_VB 512
-#define CLS_KEEP_ROWS 192
+#define CLS_KEEP_ROWS 96
 #define CLS_CACHE_BYTES ((size_t)64 << 20)
 #define MAX_THREADS 256
 // Backward: each weight gradient is split into WSPLIT tasks over its output
