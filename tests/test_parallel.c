@@ -14,7 +14,7 @@
 //               matmul_backward_dw_rows over split rows against a double sum
 //   threads     model forward/backward with 1, 2 and 3 threads: identical
 //               bits (fixed task decomposition), on a batch large enough for
-//               several row blocks, backward chunks (of one and two row
+//               several row blocks, backward chunks (of two row
 //               blocks), attention tasks and vocabulary tiles
 //   grouped     model_forward_grouped: callback order and inputs, identical
 //               bits at 1-3 threads, the plain path's gradients, a frozen
@@ -541,7 +541,7 @@ static void test_thread_counts(void) {
                      .shared_classifier = 0,
                      .norm_eps = 1e-5f,
                      .rope_theta = 10000.0f};
-    check_thread_counts(&c); // backward chunks of one row block (dim < 256)
+    check_thread_counts(&c); // three backward chunks, the last partial
     ModelConfig c2 = {.dim = 256,
                       .hidden_dim = 96,
                       .n_layers = 1,
