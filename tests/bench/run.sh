@@ -194,7 +194,7 @@ record coretype "$CT" "$BENCH" --shape M --method sft --threads 1 --warmup 1 --s
 if [ "$MODE" = quick ]; then RSHAPES=${BENCH_SHAPES:-M}; else RSHAPES=$SHAPES; fi
 for shape in $RSHAPES; do
     case "$shape" in
-        S) R=5 KR=5 ;; # 0.1 s steps: 5 of them outlast a noisy second
+        S) R=5 KR=15 ;; # 0.06 s steps: 15 of them outlast a noisy second
         M | L) R=3 KR=1 ;;
         *) continue ;;
     esac
