@@ -46,18 +46,21 @@
 #define EXP_HI 88.72283f
 // The shared core of VEXP and VEXP_NEG: declares t (x log2 e + 1.5 * 2^23, whose
 // low bits hold n = round(x log2 e)), n, and p = exp(r) for r = x - n ln 2.
+// In VFMA steps: one rounding each where the set has a fused multiply-add
+// (the Cody-Waite reduction is then exact to more bits, and the polynomial
+// half as long a dependency chain), two on the baseline.
 #define VEXP_POLY(xc, t_, n_, p_)                                                                  \
-    vf t_ = (xc) * VSPLAT(1.44269504088896341f) + VSPLAT(12582912.0f);                             \
+    vf t_ = VFMA((xc), VSPLAT(1.44269504088896341f), VSPLAT(12582912.0f));                         \
     vf n_ = t_ - VSPLAT(12582912.0f);                                                              \
-    vf r_ = (xc) - n_ * VSPLAT(0.693359375f);                                                      \
-    r_ = r_ - n_ * VSPLAT(-2.12194440e-4f);                                                        \
+    vf r_ = VFMA(n_, VSPLAT(-0.693359375f), (xc));                                                 \
+    r_ = VFMA(n_, VSPLAT(2.12194440e-4f), r_);                                                     \
     vf p_ = VSPLAT(1.9875691500e-4f);                                                              \
-    p_ = p_ * r_ + VSPLAT(1.3981999507e-3f);                                                       \
-    p_ = p_ * r_ + VSPLAT(8.3334519073e-3f);                                                       \
-    p_ = p_ * r_ + VSPLAT(4.1665795894e-2f);                                                       \
-    p_ = p_ * r_ + VSPLAT(1.6666665459e-1f);                                                       \
-    p_ = p_ * r_ + VSPLAT(5.0000001201e-1f);                                                       \
-    p_ = p_ * (r_ * r_) + r_ + VSPLAT(1.0f)
+    p_ = VFMA(p_, r_, VSPLAT(1.3981999507e-3f));                                                   \
+    p_ = VFMA(p_, r_, VSPLAT(8.3334519073e-3f));                                                   \
+    p_ = VFMA(p_, r_, VSPLAT(4.1665795894e-2f));                                                   \
+    p_ = VFMA(p_, r_, VSPLAT(1.6666665459e-1f));                                                   \
+    p_ = VFMA(p_, r_, VSPLAT(5.0000001201e-1f));                                                   \
+    p_ = VFMA(p_, r_ * r_, r_) + VSPLAT(1.0f)
 #define VEXP(out, xin)                                                                             \
     do {                                                                                           \
         vf x_ = (xin);                                                                             \
