@@ -195,10 +195,10 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // Classifier forward without kept logits: CLS_ROWS target rows per task,
 // vocabulary tiles of CLS_VB logits (small models use fewer rows:
 // cls_tile_rows). With kept logits (training): CLS_KEEP_ROWS rows per task
-// for the logits and for dx, and one task per CLS_BWD_VB vocabulary rows of
-// dwcls (96 rows: a group of one or two 192-token completions splits
-// into an even number of tasks). The default bound on kept logits is
-// CLS_CACHE_BYTES (model_set_logit_cache).
+// for the logits and for dx (96: a group of one or two 192-token
+// completions splits into an even number of tasks), and one dwcls task per
+// CLS_BWD_VB vocabulary rows (fewer for a small vocabulary: cls_bwd_vocab).
+// The default bound on kept logits is CLS_CACHE_BYTES (model_set_logit_cache).
 #define CLS_ROWS 384
 #define CLS_VB 1024
 #define CLS_BWD_VB 512
@@ -222,6 +222,7 @@ struct Model {
     float *rope_cos, *rope_sin; // (seq_len, HS/2)
     int threads;                // model_set_threads; 0: openblas_get_num_threads()
     int cls_rows;               // cls_tile_rows
+    int cls_bwd_vb;             // cls_bwd_vocab
     size_t cache_bytes;         // model_set_logit_cache
     OpsPool *pool;              // NULL with one thread
     int pool_n;
@@ -294,6 +295,14 @@ static int cls_tile_rows(const ModelConfig *c) {
     size_t vb = V < CLS_VB ? V : CLS_VB;
     size_t rows = ((size_t)ROW_BLOCK * (3 * D + 2 * H) / (vb + 16)) & ~(size_t)15;
     return (int)(rows < 64 ? 64 : rows > CLS_ROWS ? CLS_ROWS : rows);
+}
+
+// Vocabulary rows of a dwcls task: CLS_BWD_VB, or a quarter of a small
+// vocabulary (multiples of 16, at least 64), so that its tiles still spread
+// over the threads (S: 4 tasks of 128 rather than one of 512).
+static int cls_bwd_vocab(const ModelConfig *c) {
+    int q = ((c->vocab_size / 4) + 15) & ~15;
+    return q >= CLS_BWD_VB ? CLS_BWD_VB : q < 64 ? 64 : q;
 }
 
 // Row stride of kept logits: V + 16, so that rows are not a power of two
@@ -394,6 +403,7 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
     m->c = *c;
     m->pool_n = 1;
     m->cls_rows = cls_tile_rows(c);
+    m->cls_bwd_vb = cls_bwd_vocab(c);
     m->cache_bytes = CLS_CACHE_BYTES;
     m->n_params = model_param_count(c);
     size_t half = (size_t)c->seq_len * (size_t)(c->dim / c->n_heads / 2);
@@ -773,7 +783,7 @@ static void task_cls_dw(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
     (void)thread;
-    int v0 = task * CLS_BWD_VB, V = c->vocab_size, nv = V - v0 < CLS_BWD_VB ? V - v0 : CLS_BWD_VB;
+    int vb = m->cls_bwd_vb, V = c->vocab_size, v0 = task * vb, nv = V - v0 < vb ? V - v0 : vb;
     size_t k0 = (size_t)r->cls_k0;
     classifier_backward_tile(m->g.wcls, m->cache, m->cache_ld, m->cls_g + k0, m->xg + k0 * D,
                              m->tg + k0, m->lse_m + k0, m->lse_l + k0, r->cls_n, (int)D, v0, nv);
@@ -806,7 +816,7 @@ static void cls_grad(Model *m, Run *r, int k0, int n) {
     r->cls_k0 = k0;
     r->cls_n = n;
     if (n == 0) return;
-    ops_pool_run(m->pool, task_cls_dw, r, (m->c.vocab_size + CLS_BWD_VB - 1) / CLS_BWD_VB);
+    ops_pool_run(m->pool, task_cls_dw, r, (m->c.vocab_size + m->cls_bwd_vb - 1) / m->cls_bwd_vb);
     ops_pool_run(m->pool, task_cls_dx, r, keep_tasks(n));
 }
 
