@@ -39,7 +39,10 @@ static KN_NOFAKESTACK vi KN(iota)(void) {
 static KN_NOFAKESTACK float KN(lane_sum)(const vf *v) {
     float t[VW];
     memcpy(t, v, sizeof t);
+    // Unrolled: a handful of straight-line vector ops, not a loop nest.
+#pragma GCC unroll 8
     for (int w = VW / 2; w > 0; w /= 2)
+#pragma GCC unroll 16
         for (int i = 0; i < w; i++)
             t[i] += t[i + w];
     return t[0];
@@ -107,11 +110,17 @@ static KN_NOFAKESTACK float KN(vmax)(const float *x, int n) {
         VLOAD(v, buf);
         acc = VSEL(v > acc, v, acc);
     }
-    float t[VW], m = -INFINITY;
+    // Lanes folded in halves (a max is exact in any order; NaN lanes lose,
+    // as above): log2(VW) vector steps instead of VW scalar ones, which
+    // dominated the short rows of the attention softmax.
+    float t[VW];
     memcpy(t, &acc, sizeof t);
-    for (int i = 0; i < VW; i++)
-        m = t[i] > m ? t[i] : m;
-    return m;
+#pragma GCC unroll 8
+    for (int w = VW / 2; w > 0; w /= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < w; i++)
+            t[i] = t[i + w] > t[i] ? t[i + w] : t[i];
+    return t[0];
 }
 
 // sum a[j] * b[j]
