@@ -344,7 +344,8 @@ int train_pack_batch(TrainPack *p, const Dataset *ds, const int *idx, int B, int
         }
     }
     for (int s = 0; s < p->n_seqs; s++)
-        p->group[s] = s < B ? s : s - B;
+        p->group[s] = preference ? (s < B ? s : s - B) : s / 2;
+    p->n_groups = preference ? B : (B + 1) / 2;
     return 0;
 }
 
@@ -389,7 +390,7 @@ void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double 
 }
 
 // The policy pass's per-group gradient (ModelGroups.grad): group j is pair j
-// (sequences j and B + j) or SFT row j.
+// (sequences j and B + j) or SFT rows 2j and 2j + 1.
 typedef struct {
     TrainPack *p;
     const Recipe *r;
@@ -400,20 +401,29 @@ typedef struct {
 static int group_grad(void *ctx, int j, const float *logp, float *dlogp, BsError *err) {
     GroupCtx *g = ctx;
     TrainPack *p = g->p;
-    int n = g->preference ? 2 : 1;
+    int seqs[2] = {g->preference ? j : 2 * j, g->preference ? g->B + j : 2 * j + 1};
+    int n = g->preference || seqs[1] < g->B ? 2 : 1;
     for (int q = 0; q < n; q++)
-        seq_sums(p, j + q * g->B, logp, p->comp, p->all);
+        seq_sums(p, seqs[q], logp, p->comp, p->all);
     AlignBatch ab;
     train_pack_align_batch(p, g->B, g->preference, g->dpo, g->orpo, &ab);
     double dc = 0.0, dr = 0.0, da = 0.0;
+    if (!g->preference) { // SFT: every row's own coefficient
+        for (int q = 0; q < n; q++) {
+            if (align_pair_gradient(g->r, &ab, seqs[q], &dc, NULL, NULL, err) != 0) return -1;
+            seq_dlogp(p, seqs[q], dc, 0.0, g->scale, dlogp);
+        }
+        return 0;
+    }
     if (align_pair_gradient(g->r, &ab, j, &dc, &dr, &da, err) != 0) return -1;
     seq_dlogp(p, j, dc, g->orpo ? da : 0.0, g->scale, dlogp);
-    if (g->preference) seq_dlogp(p, g->B + j, dr, 0.0, g->scale, dlogp);
+    seq_dlogp(p, g->B + j, dr, 0.0, g->scale, dlogp);
     return 0;
 }
 
 int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err) {
-    ModelGroups groups = {B, p->group, NULL, NULL};
+    (void)B;
+    ModelGroups groups = {p->n_groups, p->group, NULL, NULL};
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     return model_forward_grouped(m, &mb, &groups, logp, NULL, err);
 }
@@ -421,7 +431,7 @@ int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err) {
 int train_pack_policy_forward(TrainPack *p, Model *policy, const Recipe *r, int B, int preference,
                               int dpo, int orpo, double scale, AlignResult *ar, BsError *err) {
     GroupCtx g = {p, r, B, preference, dpo, orpo, scale};
-    ModelGroups groups = {B, p->group, group_grad, &g};
+    ModelGroups groups = {p->n_groups, p->group, group_grad, &g};
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     if (model_forward_grouped(policy, &mb, &groups, p->logp, p->dlogp, err) != 0) return -1;
     train_pack_sums(p, p->logp, p->comp, p->all);

@@ -65,7 +65,8 @@ typedef struct {
     float *logp, *ref_logp, *dlogp; // (n_tok) for the caller: model log-probs and dL/dlogp
     int *n_comp, *n_all;            // (n_seqs) scored completion / all scored positions
     double *comp, *all, *ref_comp;  // (n_seqs) for the caller: per-sequence log-prob sums
-    int *group;                     // (n_seqs) pair (SFT: row) of each sequence
+    int *group;                     // (n_seqs) group of each sequence: its pair (SFT: row / 2)
+    int n_groups;                   // pairs (SFT: rows / 2, rounded up)
     size_t cap_tok, cap_seq;
 } TrainPack;
 
@@ -100,7 +101,7 @@ void train_pack_align_batch(const TrainPack *p, int B, int preference, int dpo, 
 int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err);
 // The policy's training pass over a packed micro-batch of B rows (after
 // train_pack_batch and, for DPO, with p->ref_comp filled):
-// model_forward_grouped with one group per pair (SFT: per row), whose
+// model_forward_grouped with one group per pair (SFT: per two rows), whose
 // gradient is formed as soon as its log-probs exist (align_pair_gradient,
 // dL/dlogp divided by scale into p->dlogp); then every sequence's sums and
 // align_compute on the whole micro-batch for the loss, metrics and
