@@ -421,8 +421,7 @@ static int group_grad(void *ctx, int j, const float *logp, float *dlogp, BsError
     return 0;
 }
 
-int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err) {
-    (void)B;
+int train_pack_score(TrainPack *p, Model *m, float *logp, BsError *err) {
     ModelGroups groups = {p->n_groups, p->group, NULL, NULL};
     ModelBatch mb = {p->n_seqs, p->offsets, p->tokens, p->targets};
     return model_forward_grouped(m, &mb, &groups, logp, NULL, err);
@@ -507,7 +506,7 @@ static int ref_sums(Trainer *t, const int *idx, int B, const double *table) {
         }
         return 0;
     }
-    if (train_pack_score(p, t->ref, B, p->ref_logp, t->err) != 0) return -1;
+    if (train_pack_score(p, t->ref, p->ref_logp, t->err) != 0) return -1;
     train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     return 0;
 }
@@ -534,7 +533,7 @@ static int micro_batch(Trainer *t, const Dataset *ds, const int *idx, int B,
                                       &ar, t->err) != 0)
             return -1;
     } else {
-        if (train_pack_score(p, t->policy, B, p->logp, t->err) != 0) return -1;
+        if (train_pack_score(p, t->policy, p->logp, t->err) != 0) return -1;
         train_pack_sums(p, p->logp, p->comp, p->all);
         AlignBatch ab;
         train_pack_align_batch(p, B, t->preference, t->dpo, t->orpo, &ab);

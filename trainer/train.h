@@ -93,12 +93,12 @@ void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double 
 // ab points into p (valid while p is).
 void train_pack_align_batch(const TrainPack *p, int B, int preference, int dpo, int orpo,
                             AlignBatch *ab);
-// Log-probs (no activations kept) of a packed micro-batch of B rows into
+// Log-probs (no activations kept) of a packed micro-batch into
 // logp (n_tok): model_forward_grouped with the pack's groups and no grad,
 // whose classifier works on the same rows in the same blocks as
 // train_pack_policy_forward's, so that equal weights give the policy's
 // log-probs bit for bit (the reference and eval scoring). 0, or -1 with err.
-int train_pack_score(TrainPack *p, Model *m, int B, float *logp, BsError *err);
+int train_pack_score(TrainPack *p, Model *m, float *logp, BsError *err);
 // The policy's training pass over a packed micro-batch of B rows (after
 // train_pack_batch and, for DPO, with p->ref_comp filled):
 // model_forward_grouped with one group per pair (SFT: per two rows), whose

@@ -279,7 +279,7 @@ static int bench_step(Bench *b, StepTimes *st) {
     // which forms each pair's gradient (align_pair_gradient) while its logits
     // are held, and align_compute for the loss.
     if (b->method == M_DPO) {
-        if (train_pack_score(p, b->ref, B, p->ref_logp, &b->err) != 0) return -1;
+        if (train_pack_score(p, b->ref, p->ref_logp, &b->err) != 0) return -1;
         train_pack_sums(p, p->ref_logp, p->ref_comp, NULL);
     } else if (b->method == M_DPO_PRE) {
         memcpy(p->ref_comp, b->ref_table, 2 * (size_t)B * sizeof(double));
@@ -510,7 +510,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_step: out of memory\n");
             goto done;
         }
-        if (train_pack_score(&b->pk, b->ref, B, b->pk.ref_logp, &b->err) != 0) goto fail;
+        if (train_pack_score(&b->pk, b->ref, b->pk.ref_logp, &b->err) != 0) goto fail;
         train_pack_sums(&b->pk, b->pk.ref_logp, b->ref_table, NULL);
         t_pre = now_s() - t0;
         model_free(b->ref);
