@@ -34,12 +34,18 @@ static AlignBatch make_batch(const Inputs *in, int n) {
     return b;
 }
 
-static double loss_of(const Recipe *r, const Inputs *in) {
-    double dc[N], dr[N], da[N];
+// An AlignResult writing its coefficients into the caller's arrays.
+static AlignResult result_into(double *dc, double *dr, double *da) {
     AlignResult out = {0};
     out.d_chosen = dc;
     out.d_rejected = dr;
     out.d_chosen_all = da;
+    return out;
+}
+
+static double loss_of(const Recipe *r, const Inputs *in) {
+    double dc[N], dr[N], da[N];
+    AlignResult out = result_into(dc, dr, da);
     AlignBatch b = make_batch(in, N);
     BsError err;
     if (align_compute(r, &b, &out, &err) != 0) {
@@ -58,10 +64,7 @@ static void check_grads(const char *what, const Recipe *r, const Inputs *base) {
     double dc[N], dr[N], da[N];
     for (int s = 0; s < N; s++)
         dc[s] = dr[s] = da[s] = NAN;
-    AlignResult out = {0};
-    out.d_chosen = dc;
-    out.d_rejected = dr;
-    out.d_chosen_all = da;
+    AlignResult out = result_into(dc, dr, da);
     AlignBatch b = make_batch(base, N);
     BsError err;
     CHECK_INT_EQ(align_compute(r, &b, &out, &err), 0);
@@ -97,10 +100,7 @@ static void check_grads(const char *what, const Recipe *r, const Inputs *base) {
 // reading only pair s's sums: the other pairs' sums are NaN here.
 static void check_pair_gradient(const char *what, const Recipe *r, const Inputs *base) {
     double dc[N], dr[N], da[N];
-    AlignResult out = {0};
-    out.d_chosen = dc;
-    out.d_rejected = dr;
-    out.d_chosen_all = da;
+    AlignResult out = result_into(dc, dr, da);
     AlignBatch b = make_batch(base, N);
     BsError err;
     CHECK_INT_EQ(align_compute(r, &b, &out, &err), 0);
