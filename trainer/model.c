@@ -801,6 +801,16 @@ static void task_cls_dx(void *ctx, int task, int thread) {
                            m->cache_ld, w->wcls, n, (int)D, c->vocab_size);
 }
 
+// The pool for a classifier region over n rows: none (the caller's thread
+// runs the same tasks in order, with the same bits) when the region is too
+// small to pay for waking the threads: a tiny model's steps then burn no
+// spinning time on regions of microseconds.
+#define CLS_INLINE_WORK ((size_t)1 << 22) // n x V x D multiply-adds
+static OpsPool *cls_pool(const Model *m, int n) {
+    size_t work = (size_t)n * (size_t)m->c.vocab_size * (size_t)m->c.dim;
+    return work < CLS_INLINE_WORK ? NULL : m->pool;
+}
+
 static int keep_tasks(int n) {
     return (n + CLS_KEEP_ROWS - 1) / CLS_KEEP_ROWS;
 }
@@ -809,7 +819,7 @@ static int keep_tasks(int n) {
 static void cls_logits(Model *m, Run *r, int k0, int n) {
     r->cls_k0 = k0;
     r->cls_n = n;
-    ops_pool_run(m->pool, task_cls_logits, r, keep_tasks(n));
+    ops_pool_run(cls_pool(m, n), task_cls_logits, r, keep_tasks(n));
 }
 
 // dwcls += and dxg = the classifier backward of the cached rows [k0, k0 + n)
@@ -818,8 +828,9 @@ static void cls_grad(Model *m, Run *r, int k0, int n) {
     r->cls_k0 = k0;
     r->cls_n = n;
     if (n == 0) return;
-    ops_pool_run(m->pool, task_cls_dw, r, (m->c.vocab_size + m->cls_bwd_vb - 1) / m->cls_bwd_vb);
-    ops_pool_run(m->pool, task_cls_dx, r, keep_tasks(n));
+    OpsPool *pool = cls_pool(m, n);
+    ops_pool_run(pool, task_cls_dw, r, (m->c.vocab_size + m->cls_bwd_vb - 1) / m->cls_bwd_vb);
+    ops_pool_run(pool, task_cls_dx, r, keep_tasks(n));
 }
 
 // Sets m->cache_rows, the rows of a classifier block (the logits cache's
@@ -895,7 +906,7 @@ static int cls_grouped(Model *m, Run *r, const ModelGroups *groups, float *logp,
         if (n > max_rows) max_rows = n;
     }
     if (cache_reserve(m, max_rows, r->keep, err) != 0) return -1;
-    ops_pool_run(m->pool, task_final_norm, r, keep_tasks(r->M));
+    ops_pool_run(cls_pool(m, r->M), task_final_norm, r, keep_tasks(r->M));
     if (r->keep) memset(m->dxg, 0, (size_t)r->M * (size_t)D * sizeof(float));
     for (int g = 0; g < groups->n_groups; g++) {
         int k0 = m->grp_k[g], n = m->grp_k[g + 1] - k0;
