@@ -110,7 +110,10 @@ const MODEL_INIT = {
   hidden_dim: 128,
   max_seq_len: 32,
 };
-const DPO_STEPS = 80;
+// Long enough (about a second of training on 2 cores) that the live checks
+// below see the job running several times: at 80 steps the tiny model's
+// job once ran between two polls.
+const DPO_STEPS = 240;
 const dpoRecipe = [
   'recipe:',
   '  method: dpo',
@@ -118,7 +121,7 @@ const dpoRecipe = [
   '  data: preference',
   '  train_file: prefs.jsonl',
   '  eval_file: prefs-eval.jsonl',
-  '  eval_steps: 20',
+  '  eval_steps: 60',
   '  model_init:',
   ...Object.entries(MODEL_INIT).map(([k, v]) => `    ${k}: ${v}`),
   '  max_length: 32',
@@ -127,7 +130,7 @@ const dpoRecipe = [
   '  per_device_train_batch_size: 8',
   `  max_steps: ${DPO_STEPS}`,
   '  logging_steps: 1',
-  '  save_steps: 40',
+  '  save_steps: 120',
   '  seed: 7',
   '  threads: 1',
   '',
@@ -421,7 +424,7 @@ async function main() {
       return job.data.status !== 'queued' && job.data.status !== 'running';
     },
     180000,
-    150,
+    50,
   );
   check(
     runningSeen !== null,
