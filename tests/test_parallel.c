@@ -361,13 +361,18 @@ static int probe_grad(void *ctx, int g, const float *logp, float *dlogp, BsError
     return 0;
 }
 
+// sg (n_seqs): sequence s in group s % 4.
+static void pair_groups(int *sg, int n_seqs) {
+    for (int s = 0; s < n_seqs; s++)
+        sg[s] = s % 4;
+}
+
 // One grouped pass on a fresh model: logp, dlogp and grads (caller frees).
 static void grouped_pass(const ModelConfig *c, const ModelBatch *b, const float *dl, int threads,
                          size_t cache_bytes, float **lp, float **dlp, float **gr) {
     size_t P = model_param_count(c);
     int N = b->offsets[b->n_seqs], G = 4, sg[8];
-    for (int s = 0; s < b->n_seqs; s++)
-        sg[s] = s % G;
+    pair_groups(sg, b->n_seqs);
     *lp = calloc((size_t)N, sizeof(float));
     *dlp = calloc((size_t)N, sizeof(float));
     *gr = calloc(P, sizeof(float));
@@ -425,8 +430,7 @@ static void check_grouped(const ModelConfig *cfg, const ModelBatch *b, const flo
     if (f) {
         memcpy(model_params(f), model_params(m), P * sizeof(float));
         int sg[8];
-        for (int s = 0; s < b->n_seqs; s++)
-            sg[s] = s % 4;
+        pair_groups(sg, b->n_seqs);
         ModelGroups score = {4, sg, NULL, NULL};
         float *lpf = calloc((size_t)N, sizeof(float));
         CHECK(model_forward_grouped(f, b, &score, lpf, NULL, &err) == 0);
@@ -439,8 +443,7 @@ static void check_grouped(const ModelConfig *cfg, const ModelBatch *b, const flo
     // ends the forward with its error.
     GroupProbe pr = {b, dl, 4, 0, 1, 1, 2};
     int sg[8];
-    for (int s = 0; s < b->n_seqs; s++)
-        sg[s] = s % 4;
+    pair_groups(sg, b->n_seqs);
     ModelGroups groups = {4, sg, probe_grad, &pr};
     float *dtmp = calloc((size_t)N, sizeof(float));
     CHECK(model_forward_grouped(m, b, &groups, lpp, dtmp, &err) == -1);

@@ -732,17 +732,23 @@ static void task_ffn(void *ctx, int task, int thread) {
     residual_forward(r->next + r0 * D, res_mid, tmp, nD);
 }
 
+// xg rows k0 .. k0+nk-1: the final rmsnorm of the gathered target rows.
+static void final_norm_rows(Model *m, int k0, int nk) {
+    size_t D = (size_t)m->c.dim;
+    for (int k = k0; k < k0 + nk; k++) {
+        size_t i = (size_t)m->rows[k];
+        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, m->w.rms_final, 1,
+                        (int)D, m->c.norm_eps);
+    }
+}
+
 // Final rmsnorm of the target rows and their log-probs: cls_rows of the M
 // gathered rows (the logits are not kept).
 static void task_cls_forward(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
     int R = m->cls_rows, k0 = task * R, nk = r->M - k0 < R ? r->M - k0 : R;
-    for (int k = k0; k < k0 + nk; k++) {
-        size_t i = (size_t)m->rows[k];
-        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
-                        (int)D, c->norm_eps);
-    }
+    final_norm_rows(m, k0, nk);
     classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, NULL, 0,
                             tscratch(m, thread), m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk,
                             (int)D, c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
@@ -751,14 +757,9 @@ static void task_cls_forward(void *ctx, int task, int thread) {
 // Final rmsnorm of a block of CLS_KEEP_ROWS gathered rows (grouped forward).
 static void task_final_norm(void *ctx, int task, int thread) {
     Run *r = ctx;
-    RUN_DIMS;
     (void)thread;
     int k0 = task * CLS_KEEP_ROWS, nk = r->M - k0 < CLS_KEEP_ROWS ? r->M - k0 : CLS_KEEP_ROWS;
-    for (int k = k0; k < k0 + nk; k++) {
-        size_t i = (size_t)m->rows[k];
-        rmsnorm_forward(m->xg + (size_t)k * D, m->rstdf + i, m->res_out + i * D, w->rms_final, 1,
-                        (int)D, c->norm_eps);
-    }
+    final_norm_rows(r->m, k0, nk);
 }
 
 // The grouped classifier, over a block of gathered rows [cls_k0, cls_k0 +

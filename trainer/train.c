@@ -389,8 +389,8 @@ void train_pack_dlogp(TrainPack *p, int B, const double *d_chosen, const double 
     }
 }
 
-// The policy pass's per-group gradient (ModelGroups.grad): group j is pair j
-// (sequences j and B + j) or SFT rows 2j and 2j + 1.
+// The policy pass's per-group gradient (ModelGroups.grad) for the sequences
+// with p->group[s] == j (train_pack_batch: a pair, or two SFT rows).
 typedef struct {
     TrainPack *p;
     const Recipe *r;
@@ -401,23 +401,24 @@ typedef struct {
 static int group_grad(void *ctx, int j, const float *logp, float *dlogp, BsError *err) {
     GroupCtx *g = ctx;
     TrainPack *p = g->p;
-    int seqs[2] = {g->preference ? j : 2 * j, g->preference ? g->B + j : 2 * j + 1};
-    int n = g->preference || seqs[1] < g->B ? 2 : 1;
-    for (int q = 0; q < n; q++)
-        seq_sums(p, seqs[q], logp, p->comp, p->all);
+    for (int s = 0; s < p->n_seqs; s++)
+        if (p->group[s] == j) seq_sums(p, s, logp, p->comp, p->all);
     AlignBatch ab;
     train_pack_align_batch(p, g->B, g->preference, g->dpo, g->orpo, &ab);
     double dc = 0.0, dr = 0.0, da = 0.0;
-    if (!g->preference) { // SFT: every row's own coefficient
-        for (int q = 0; q < n; q++) {
-            if (align_pair_gradient(g->r, &ab, seqs[q], &dc, NULL, NULL, err) != 0) return -1;
-            seq_dlogp(p, seqs[q], dc, 0.0, g->scale, dlogp);
+    // Preference: pair j's coefficients; SFT: each row's own (the same value).
+    if (g->preference && align_pair_gradient(g->r, &ab, j, &dc, &dr, &da, err) != 0) return -1;
+    for (int s = 0; s < p->n_seqs; s++) {
+        if (p->group[s] != j) continue;
+        if (!g->preference) {
+            if (align_pair_gradient(g->r, &ab, s, &dc, NULL, NULL, err) != 0) return -1;
+            seq_dlogp(p, s, dc, 0.0, g->scale, dlogp);
+        } else if (s < g->B) {
+            seq_dlogp(p, s, dc, g->orpo ? da : 0.0, g->scale, dlogp);
+        } else {
+            seq_dlogp(p, s, dr, 0.0, g->scale, dlogp);
         }
-        return 0;
     }
-    if (align_pair_gradient(g->r, &ab, j, &dc, &dr, &da, err) != 0) return -1;
-    seq_dlogp(p, j, dc, g->orpo ? da : 0.0, g->scale, dlogp);
-    seq_dlogp(p, g->B + j, dr, 0.0, g->scale, dlogp);
     return 0;
 }
 
