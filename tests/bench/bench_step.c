@@ -5,11 +5,13 @@
 // the policy's grouped forward with each pair's dL/dlogp and the classifier's
 // backward, align_compute, backward, clip, AdamW); and the
 // cblas_sgemm peak of the machine. Prints one JSON object on stdout and a
-// human line on stderr. Not a test: tests/bench/run.sh drives it.
+// human line on stderr; with --serve, after the warm-up, steps and sgemm
+// peaks on demand (serve() below; tests/bench/interleave.py drives that).
+// Not a test: tests/bench/run.sh drives it.
 //
 //   bench_step --shape S|M|L --method dpo|dpo_pre|sft|orpo [--threads N]
 //              [--pairs B] [--seq T] [--steps K] [--warmup W] [--seed S]
-//              [--dump PREFIX]
+//              [--dump PREFIX] [--serve]
 //   bench_step --sgemm [--threads-list 1,2] [--min-seconds X]
 //
 // FLOPs of a step (counted analytically, no recomputation counted):
@@ -174,6 +176,29 @@ static const GemmShape k_gemms[] = {
     {"S_ffn_fwd_2048x172x64_NT", CblasNoTrans, CblasTrans, 2048, 172, 64},
 };
 
+// Median GFLOP/s (wall and per CPU-second) of shape g over at least 3 timed
+// calls and min_seconds, after one warm-up call; returns the timed calls.
+static int gemm_rate(const GemmShape *g, const float *a, const float *b, float *cbuf,
+                     double min_seconds, double *med, double *med_cpu) {
+    int lda = g->ta == CblasNoTrans ? g->k : g->m;
+    int ldb = g->tb == CblasNoTrans ? g->n : g->k;
+    double fl = 2.0 * g->m * g->n * g->k, rates[MAX_STEPS], cpu_rates[MAX_STEPS];
+    cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, a, lda, b, ldb, 0.0f, cbuf,
+                g->n); // warm-up
+    int reps = 0;
+    double t_start = now_s();
+    while (reps < MAX_STEPS && (reps < 3 || now_s() - t_start < min_seconds)) {
+        double c0 = cpu_s(), t0 = now_s();
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, a, lda, b, ldb, 0.0f, cbuf,
+                    g->n);
+        rates[reps] = fl / (now_s() - t0) / 1e9;
+        cpu_rates[reps++] = fl / (cpu_s() - c0) / 1e9;
+    }
+    *med = median(rates, reps);
+    *med_cpu = median(cpu_rates, reps);
+    return reps;
+}
+
 static int run_sgemm(const int *threads, int n_threads, double min_seconds) {
     size_t maxa = 0, maxb = 0, maxc = 0;
     size_t ng = sizeof k_gemms / sizeof k_gemms[0];
@@ -205,23 +230,8 @@ static int run_sgemm(const int *threads, int n_threads, double min_seconds) {
         printf("%s{\"threads\":%d,\"shapes\":[", t ? "," : "", threads[t]);
         for (size_t i = 0; i < ng; i++) {
             const GemmShape *g = &k_gemms[i];
-            int lda = g->ta == CblasNoTrans ? g->k : g->m;
-            int ldb = g->tb == CblasNoTrans ? g->n : g->k;
-            double fl = 2.0 * g->m * g->n * g->k, rates[MAX_STEPS], cpu_rates[MAX_STEPS];
-            cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, a, lda, b, ldb, 0.0f,
-                        cbuf, g->n); // warm-up
-            int reps = 0;
-            double t_start = now_s();
-            while (reps < MAX_STEPS && (reps < 3 || now_s() - t_start < min_seconds)) {
-                double c0 = cpu_s(), t0 = now_s();
-                cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, a, lda, b, ldb,
-                            0.0f, cbuf, g->n);
-                rates[reps] = fl / (now_s() - t0) / 1e9;
-                cpu_rates[reps++] = fl / (cpu_s() - c0) / 1e9;
-            }
-            // GFLOP per CPU-second: per-core speed, unaffected by time-slicing
-            // with other processes (a 2-thread run also counts spinning workers).
-            double med = median(rates, reps), med_cpu = median(cpu_rates, reps);
+            double med, med_cpu;
+            int reps = gemm_rate(g, a, b, cbuf, min_seconds, &med, &med_cpu);
             peak = med > peak ? med : peak;
             peak_cpu = med_cpu > peak_cpu ? med_cpu : peak_cpu;
             printf("%s{\"name\":\"%s\",\"gflops\":%.2f,\"gflops_per_cpu_s\":%.2f,\"reps\":%d}",
@@ -325,6 +335,76 @@ static int bench_step(Bench *b, StepTimes *st) {
     return 0;
 }
 
+// ---------------------------------------------------------------------------
+// --serve: steps on demand, for tests/bench/interleave.py
+
+// Reads commands from stdin, one per line, until EOF, answering each with
+// one JSON line on stdout:
+//   step K   K training steps: {"kind":"serve_step","step_s":[...],...}
+//   peak     this process's thread count's sgemm peak (square 1024 and 2048,
+//            the larger median): {"kind":"serve_peak","peak_gflops":X,...}
+// so that a driver can alternate single steps of several processes (ours
+// and torch's) and bracket each of ours with a peak measured seconds away
+// from it: this VM's speed drifts by up to 2x within a minute.
+static int serve(Bench *b, int threads, double flops) {
+    size_t n2 = (size_t)2048 * 2048;
+    float *a = malloc(n2 * sizeof(float)), *bb = malloc(n2 * sizeof(float));
+    float *cbuf = calloc(n2, sizeof(float));
+    int rc = -1;
+    if (!a || !bb || !cbuf) {
+        fprintf(stderr, "bench_step: out of memory\n");
+        goto out;
+    }
+    uint64_t rs = 7;
+    for (size_t i = 0; i < n2; i++) {
+        a[i] = (float)((splitmix64(&rs) >> 40) * 0x1.0p-24 - 0.5);
+        bb[i] = (float)((splitmix64(&rs) >> 40) * 0x1.0p-24 - 0.5);
+    }
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        int k = 0;
+        if (strcmp(line, "peak\n") == 0) {
+            double m1, c1, m2, c2;
+            gemm_rate(&k_gemms[0], a, bb, cbuf, 0.1, &m1, &c1);
+            gemm_rate(&k_gemms[1], a, bb, cbuf, 0.1, &m2, &c2);
+            // OpenBLAS's own threads spin for ~0.1 s after a threaded call
+            // before they sleep: let them, or the next step shares the cores.
+            struct timespec idle = {0, 300000000};
+            nanosleep(&idle, NULL);
+            printf("{\"kind\":\"serve_peak\",\"threads\":%d,\"peak_gflops\":%.2f,"
+                   "\"shapes\":{\"square_1024\":%.2f,\"square_2048\":%.2f}}\n",
+                   threads, m1 > m2 ? m1 : m2, m1, m2);
+        } else if (sscanf(line, "step %d", &k) == 1 && k >= 1 && k <= MAX_STEPS) {
+            double tot[MAX_STEPS], cpu[MAX_STEPS];
+            for (int i = 0; i < k; i++) {
+                StepTimes st;
+                if (bench_step(b, &st) != 0) {
+                    fprintf(stderr, "bench_step: %s: %s\n", b->err.code, b->err.message);
+                    goto out;
+                }
+                tot[i] = st.total;
+                cpu[i] = st.cpu;
+            }
+            double med = median(tot, k);
+            printf("{\"kind\":\"serve_step\",\"threads\":%d,\"steps\":%d,\"step_s\":[", threads, k);
+            for (int i = 0; i < k; i++)
+                printf("%s%.6f", i ? "," : "", tot[i]);
+            printf("],\"step_median_s\":%.6f,\"cpu_median_s\":%.6f,\"gflops\":%.3f}\n", med,
+                   median(cpu, k), flops / med / 1e9);
+        } else {
+            fprintf(stderr, "bench_step: --serve: unknown command %s", line);
+            goto out;
+        }
+        if (fflush(stdout) != 0) goto out;
+    }
+    rc = 0;
+out:
+    free(a);
+    free(bb);
+    free(cbuf);
+    return rc;
+}
+
 static int write_file(const char *path, const void *data, size_t bytes) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -336,13 +416,13 @@ static int write_file(const char *path, const void *data, size_t bytes) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_step --shape S|M|L --method dpo|dpo_pre|sft|orpo [--threads N]\n"
                     "                  [--pairs B] [--seq T] [--steps K] [--warmup W] [--seed S]\n"
-                    "                  [--dump PREFIX]\n"
+                    "                  [--dump PREFIX] [--serve]\n"
                     "       bench_step --sgemm [--threads-list 1,2] [--min-seconds X]\n");
 }
 
 int main(int argc, char **argv) {
     const char *shape_name = "S", *method_name = "dpo", *dump = NULL;
-    int threads = 1, pairs = 0, seq = 0, steps = 3, warmup = 1, sgemm = 0;
+    int threads = 1, pairs = 0, seq = 0, steps = 3, warmup = 1, sgemm = 0, serve_mode = 0;
     unsigned long long seed = 42;
     int tlist[8] = {1, 2}, n_tlist = 2;
     double min_seconds = 0.5;
@@ -350,6 +430,10 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--sgemm") == 0) {
             sgemm = 1;
+            continue;
+        }
+        if (strcmp(a, "--serve") == 0) {
+            serve_mode = 1;
             continue;
         }
         if (!v) {
@@ -407,7 +491,7 @@ int main(int argc, char **argv) {
     else
         sh = NULL;
     if (!sh || threads < 1 || steps < 1 || steps > MAX_STEPS || warmup < 0 || pairs < 0 ||
-        seq < 0) {
+        seq < 0 || (serve_mode && warmup < 1)) {
         usage();
         return 2;
     }
@@ -524,6 +608,18 @@ int main(int argc, char **argv) {
         StepTimes w;
         if (bench_step(b, &w) != 0) goto fail;
         if (i == 0) first = w;
+    }
+    if (serve_mode) {
+        // The warm-up packed the batch every step uses: the FLOPs are known.
+        double f = flops_forward(b->c, &b->pk);
+        f = 3.0 * f + (method == M_DPO ? f : 0.0);
+        printf("{\"kind\":\"serve_ready\",\"impl\":\"c\",\"shape\":\"%s\",\"method\":\"%s\","
+               "\"threads\":%d,\"flops_per_step\":%.6e,\"first_step\":{\"loss\":%.9g,"
+               "\"grad_norm\":%.9g,\"logps_chosen\":%.9g,\"logps_rejected\":%.9g}}\n",
+               sh->name, method_name, threads, f, first.loss, first.grad_norm, first.logps_chosen,
+               first.logps_rejected);
+        if (fflush(stdout) == 0 && serve(b, threads, f) == 0) rc = 0;
+        goto done;
     }
     long rss_setup_kb = proc_kb("VmRSS"), setup_peak_kb = proc_kb("VmHWM");
     int peak_reset = reset_peak() == 0;

@@ -5,7 +5,7 @@
 #   tests/bench/run.sh --quick    # S and M only, fewer steps (about 5 minutes)
 #   tests/bench/run.sh --full     # also L at both thread counts
 #   BENCH_SHAPES="L" tests/bench/run.sh --full   # a subset of the shapes
-#   BENCH_ROUNDS=2 tests/bench/run.sh            # interleaved rounds per shape
+#   BENCH_ROUNDS=2 tests/bench/run.sh            # interleaved iterations per shape
 #
 # Builds bench_step (release) in build-bench, then for each shape times one
 # optimizer step of DPO (reference recomputed), DPO with precomputed reference
@@ -16,12 +16,13 @@
 # the sequence doubles (M, DPO, 2048 tokens per step at T = 128, 256, 512), and
 # OpenBLAS's default core detection (Prescott kernels on this Xeon, OpenBLAS
 # 0.3.21) against OPENBLAS_CORETYPE (default SkylakeX; BENCH_CORETYPE
-# overrides). Then interleaved rounds (S 5, M 3, L 3; BENCH_ROUNDS overrides;
-# --quick: M only unless BENCH_SHAPES is set): ours (2 threads, after a short
-# sgemm peak) and torch (its faster thread count) back to back, and dpo vs
-# dpo_pre at 1 thread, alternating the order, so that the ratios the targets
+# overrides). Then interleaved steps (tests/bench/interleave.py; S 9, M 7,
+# L 5 iterations; BENCH_ROUNDS overrides; --quick: M only unless BENCH_SHAPES
+# is set): ours (2 threads, between two short sgemm peaks) and torch (its
+# faster thread count) one step each, and dpo vs dpo_pre at 1 thread, in
+# long-lived processes, alternating the order, so that the ratios the targets
 # are stated in are measured under the same machine state (this VM's speed
-# drifts by up to 2x over minutes). The first step's loss, log-probs and
+# drifts by up to 2x within a minute). The first step's loss, log-probs and
 # gradient norm must agree between C and torch and across core types (1e-3
 # relative): report.py exits 1 otherwise. See tests/bench/README.md.
 #
@@ -85,9 +86,7 @@ print(json.dumps({"tag": "meta", "date": sys.argv[1], "mode": sys.argv[2], "core
 EOF
 
 # record TAG CORETYPE CMD...: runs CMD with OPENBLAS_CORETYPE (or unset when
-# "default"), appends {"tag","coretype","result"} to RAW, plus the fields in
-# REC_EXTRA (',"key":value,...'; empty outside the interleaved rounds).
-REC_EXTRA=
+# "default"), appends {"tag","coretype","result"} to RAW.
 record() {
     tag=$1 ct=$2
     shift 2
@@ -97,30 +96,7 @@ record() {
         line=$(OPENBLAS_CORETYPE=$ct "$@" 2>>"$TMP/log") || { tail -5 "$TMP/log" >&2; exit 1; }
     fi
     tail -1 "$TMP/log" >&2
-    printf '{"tag":"%s","coretype":"%s"%s,"result":%s}\n' "$tag" "$ct" "$REC_EXTRA" "$line" \
-        >>"$RAW"
-}
-
-# The roles of an interleaved round (below); they read shape, i, R, KR, TT, dump.
-round_extra() { # round_extra ROLE: the fields that group a round's lines
-    REC_EXTRA=$(printf ',"shape":"%s","round":%d,"role":"%s"' "$shape" "$i" "$1")
-}
-round_ours() { # the round's 2-thread sgemm peak, then ours DPO at 2 threads
-    round_extra sgemm
-    record round "$CT" "$BENCH" --sgemm --threads-list 2 --min-seconds 0.2
-    round_extra ours
-    record round "$CT" "$BENCH" --shape "$shape" --method dpo --threads 2 --warmup 1 \
-        --steps "$KR"
-}
-round_torch() {
-    round_extra torch
-    record round "$CT" $PY tests/bench/torch_step.py --shape "$shape" --method dpo \
-        --threads "$TT" --warmup 1 --steps "$KR" --load "$dump"
-}
-round_one() { # round_one dpo|dpo_pre: ours at 1 thread
-    round_extra "$1"
-    record round "$CT" "$BENCH" --shape "$shape" --method "$1" --threads 1 --warmup 1 \
-        --steps "$KR"
+    printf '{"tag":"%s","coretype":"%s","result":%s}\n' "$tag" "$ct" "$line" >>"$RAW"
 }
 
 # --- sgemm peak --------------------------------------------------------------
@@ -182,20 +158,20 @@ record coretype default $PY tests/bench/torch_step.py --shape S --method dpo --t
 record coretype default "$BENCH" --shape M --method sft --threads 1 --warmup 1 --steps 1
 record coretype "$CT" "$BENCH" --shape M --method sft --threads 1 --warmup 1 --steps 1
 
-# --- interleaved rounds ------------------------------------------------------
-# The targets are ratios, and this VM's speed drifts by up to 2x over minutes:
-# two runs minutes apart compare two machine states. Each round therefore runs
-# both sides of a ratio back to back on the same dump: ours DPO (2 threads,
-# right after a short 2-thread sgemm peak for the round's MFU) and torch DPO at
-# its faster thread count in the main section, then dpo and dpo_pre (ours, 1
-# thread). The order alternates (ours / dpo first in odd rounds, torch /
-# dpo_pre first in even ones) so that a trend within a round favours neither
-# side. Lines are tagged "round" with the shape, round number and role.
+# --- interleaved steps -------------------------------------------------------
+# The targets are ratios, and this VM's speed drifts by up to 2x within a
+# minute: two runs a minute apart compare two machine states. interleave.py
+# therefore starts ours DPO (2 threads), torch DPO (its faster thread count in
+# the main section), ours dpo and dpo_pre (1 thread) once each, on the same
+# dump, and alternates single steps of them, seconds apart, with a 2-thread
+# sgemm peak right before and right after each step of ours (for its MFU);
+# the order alternates between iterations. Lines are tagged "round".
 if [ "$MODE" = quick ]; then RSHAPES=${BENCH_SHAPES:-M}; else RSHAPES=$SHAPES; fi
 for shape in $RSHAPES; do
     case "$shape" in
-        S) R=5 KR=15 ;; # 0.06 s steps: 15 of them outlast a noisy second
-        M | L) R=3 KR=1 ;;
+        S) R=9 KR=9 ;; # 0.06 s steps: 9 of them per command outlast a noisy second
+        M) R=7 KR=1 ;;
+        L) R=5 KR=1 ;;
         *) continue ;;
     esac
     R=${BENCH_ROUNDS:-$R}
@@ -213,22 +189,10 @@ c = [r["result"] for r in map(json.loads, filter(str.strip, open(sys.argv[1])))
 print(min(c, key=lambda x: x["step_median_s"])["threads"] if c else 1)
 PYEND
 )
-    echo "== interleaved rounds, shape $shape: $R rounds (torch at $TT threads)" >&2
-    t0=$(date +%s)
-    i=1
-    while [ "$i" -le "$R" ]; do
-        echo "-- $shape round $i/$R" >&2
-        if [ $((i % 2)) -eq 1 ]; then
-            round_ours; round_torch; round_one dpo; round_one dpo_pre
-        else
-            round_torch; round_ours; round_one dpo_pre; round_one dpo
-        fi
-        i=$((i + 1))
-    done
-    REC_EXTRA=
-    # the section's wall time, for the README's estimate of what the rounds cost
-    printf '{"tag":"round_time","shape":"%s","rounds":%d,"seconds":%d}\n' "$shape" "$R" \
-        $(($(date +%s) - t0)) >>"$RAW"
+    echo "== interleaved steps, shape $shape: $R iterations (torch at $TT threads)" >&2
+    $PY tests/bench/interleave.py --bench "$BENCH" --shape "$shape" --torch-threads "$TT" \
+        --iters "$R" --steps "$KR" --dump "$dump" --coretype "$CT" --raw "$RAW" \
+        --log "$TMP/log" --py "$PY" || { tail -5 "$TMP/log" >&2; exit 1; }
 done
 
 # --- sgemm peak again: the machine's speed drifts, MFU uses the best peak seen

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 
@@ -47,6 +48,8 @@ def parse():
     ap.add_argument("--load", default=None)
     ap.add_argument("--logits", default="targets", choices=["targets", "all"])
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--serve", action="store_true",
+                    help="after the warm-up, run `step K` commands from stdin (interleave.py)")
     return ap.parse_args()
 
 
@@ -200,6 +203,28 @@ def sequences(prompt, comp, score_prompt):
     return tokens, targets, comp_mask, all_mask
 
 
+def serve(step, first):
+    """--serve: one JSON line per stdin command `step K` (K steps, their times),
+    after a ready line; ends at EOF. tests/bench/interleave.py alternates these
+    steps with the C trainer's so that both sides of a ratio see the same
+    machine state."""
+    print(json.dumps({"kind": "serve_ready", "impl": "torch", "shape": args.shape,
+                      "method": args.method, "threads": args.threads, "first_step": first}),
+          flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if len(cmd) != 2 or cmd[0] != "step" or not cmd[1].isdigit() or int(cmd[1]) < 1:
+            sys.exit(f"torch_step.py: --serve: unknown command {line.strip()!r}")
+        times, cpus = [], []
+        for _ in range(int(cmd[1])):
+            (dt, dc), _ = step()
+            times.append(dt)
+            cpus.append(dc)
+        print(json.dumps({"kind": "serve_step", "threads": args.threads, "steps": len(times),
+                          "step_s": times, "step_median_s": statistics.median(times),
+                          "cpu_median_s": statistics.median(cpus)}), flush=True)
+
+
 def main():
     torch.manual_seed(args.seed)
     model = Llama()
@@ -269,6 +294,9 @@ def main():
     for _ in range(args.warmup):
         _, info = step()
         first = first or info
+    if args.serve:
+        serve(step, first)
+        return
     times, cpus = [], []
     last = None
     for _ in range(args.steps):
