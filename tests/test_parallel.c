@@ -9,13 +9,19 @@
 //               MQA; lengths that are not multiples of the blocks)
 //               and the in-place backward task against the accumulating one
 //   classifier  classifier_forward_rows (logits kept or not)/backward_tile/
-//               backward_dx against logsoftmax_gather_forward/backward
+//               backward_dx (whole and in vocabulary slices) against
+//               logsoftmax_gather_forward/backward
+//   tile merge  classifier_forward_tile + classifier_merge_tiles against a
+//               double log-sum-exp of known logits (maxima far apart across
+//               tiles, targets in the last, partial tile) and bit for bit
+//               against classifier_forward_rows
 //   recompute   rmsnorm_apply against rmsnorm_forward (bit for bit),
 //               matmul_backward_dw_rows over split rows against a double sum
 //   threads     model forward/backward with 1, 2 and 3 threads: identical
 //               bits (fixed task decomposition), on a batch large enough for
-//               several row blocks, backward chunks (of two row
-//               blocks), attention tasks and vocabulary tiles
+//               several row blocks (of 256 and of 512 rows: the width is
+//               the config's), backward chunks (of two row blocks, the last
+//               partial), attention tasks, vocabulary tiles and dx slices
 //   grouped     model_forward_grouped: callback order and inputs, identical
 //               bits at 1-3 threads, the plain path's gradients, a frozen
 //               copy's grouped log-probs bit for bit, errors, and a logit
@@ -281,12 +287,102 @@ static void test_classifier_kernels(void) {
     classifier_backward_dx(dx2 + (size_t)split * D, cache + (size_t)split * ld, ld, w, M - split, D,
                            V);
     CHECK_MSG(worst(dx2, dx1, (size_t)M * D, 1e-4, 1e-6) <= 1, "classifier dx from dlogits");
+    // dx over vocabulary slices (uneven, the last partial), added up.
+    float *dx3 = calloc((size_t)M * D, 4), *dxs = malloc(sizeof(float) * M * D);
+    int cuts[] = {0, 256, 512, 768, V};
+    for (int p = 0; p < 4; p++) {
+        memset(dxs, 0, sizeof(float) * M * D);
+        classifier_backward_dx(dxs, cache + cuts[p], ld, w + (size_t)cuts[p] * D, M, D,
+                               cuts[p + 1] - cuts[p]);
+        residual_forward(dx3, dx3, dxs, (size_t)M * D);
+    }
+    CHECK_MSG(worst(dx3, dx1, (size_t)M * D, 1e-4, 1e-6) <= 1, "classifier dx in slices");
+    free(dx3), free(dxs);
     CHECK_MSG(worst(dw2, dw1, (size_t)V * D, 1e-4, 1e-6) <= 1, "classifier dwcls tiles");
     for (int d = 0; d < D; d++)
         CHECK(dx2[3 * D + d] == 0.0f);
     free(x), free(w), free(g), free(tg), free(probs), free(lp1), free(dx1), free(dw1), free(lp2),
         free(lm), free(ll), free(cache), free(scr), free(lp3), free(lm3), free(ll3), free(dx2),
         free(dw2);
+}
+
+// The tile statistics and their merge on logits known exactly: x row i is
+// the unit vector e_i and wcls column i holds row i's logits, so the sgemm
+// reproduces them bit for bit. Rows: the max in the first tile far above
+// the rest; the max in the last, partial tile (the target there); maxima
+// rising tile by tile (every fold rescales); everything far below zero but
+// one tile; random. The result must be the double log-sum-exp, bit for bit
+// the same in any tile order, and classifier_forward_rows' (one task over
+// the same tiles) bit for bit.
+static void test_tile_merge(void) {
+    enum { R = 5 };
+    int V = 1000, vb = 96, D = R, T = (V + vb - 1) / vb; // last tile: 40 columns
+    float *x = calloc((size_t)R * D, sizeof(float)), *w = malloc(sizeof(float) * V * D);
+    for (int i = 0; i < R; i++)
+        x[(size_t)i * D + i] = 1.0f;
+    for (int v = 0; v < V; v++) {
+        int t = v / vb;
+        double u = 2.0 * rng_uniform() - 1.0;
+        float lg[R] = {
+            (float)(t == 0 ? 40.0 + u : u),     // max in the first tile
+            (float)(t == T - 1 ? 60.0 + u : u), // max in the last, partial tile
+            (float)(3.0 * t + u),               // rising maxima
+            (float)(t == 4 ? u : -90.0 + u),    // one tile near 0, the rest far below
+            (float)(5.0 * u),                   // random
+        };
+        for (int i = 0; i < R; i++)
+            w[(size_t)v * D + i] = lg[i];
+    }
+    int tg[R] = {3, V - 7, V / 2, 4 * vb + 5, V - 1};
+    size_t ld = (size_t)V + 3;
+    float *logits = malloc(sizeof(float) * R * ld), *exps = malloc(sizeof(float) * vb);
+    float *tmax = malloc(sizeof(float) * T * R), *tlogit = malloc(sizeof(float) * R);
+    double *tsum = malloc(sizeof(double) * T * R);
+    float lp[R], lm[R], ll[R];
+    for (int dir = 0; dir < 2; dir++) { // tiles in order, then in reverse
+        for (int k = 0; k < T; k++) {
+            int t = dir ? T - 1 - k : k, v0 = t * vb, nv = V - v0 < vb ? V - v0 : vb;
+            classifier_forward_tile(tmax + (size_t)t * R, tsum + (size_t)t * R, tlogit, logits + v0,
+                                    ld, exps, x, w, tg, R, D, v0, nv);
+        }
+        float lp2[R], lm2[R], ll2[R];
+        classifier_merge_tiles(dir ? lp2 : lp, dir ? lm2 : lm, dir ? ll2 : ll, tmax, tsum, R, T,
+                               tlogit, R);
+        if (dir) {
+            CHECK(memcmp(lp2, lp, sizeof lp) == 0 && memcmp(lm2, lm, sizeof lm) == 0 &&
+                  memcmp(ll2, ll, sizeof ll) == 0);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        double mx = -INFINITY, sum = 0.0;
+        for (int v = 0; v < V; v++)
+            mx = fmax(mx, w[(size_t)v * D + i]);
+        for (int v = 0; v < V; v++)
+            sum += exp((double)w[(size_t)v * D + i] - mx);
+        double want = (double)w[(size_t)tg[i] * D + i] - mx - log(sum);
+        CHECK_MSG(lm[i] == (float)mx, "tile merge row %d max %g, want %g", i, lm[i], mx);
+        CHECK_MSG(fabs(ll[i] - log(sum)) <= 1e-6 * fmax(1.0, log(sum)), "tile merge row %d log-sum",
+                  i);
+        CHECK_MSG(fabs(lp[i] - want) <= 1e-6 * fmax(1.0, fabs(want)),
+                  "tile merge row %d logp %.9g, want %.9g", i, lp[i], want);
+        for (int v = 0; v < V; v++) // the tiles kept the logits
+            if (logits[(size_t)i * ld + v] != w[(size_t)v * D + i]) {
+                CHECK_MSG(0, "tile merge row %d logit %d", i, v);
+                break;
+            }
+    }
+    // Against logsoftmax_gather_forward (one sgemm, one softmax per row).
+    float *probs = malloc(sizeof(float) * R * V), lpg[R];
+    logsoftmax_gather_forward(lpg, probs, x, w, tg, R, D, V);
+    CHECK_MSG(worst(lp, lpg, R, 1e-6, 1e-6) <= 1, "tile merge vs logsoftmax_gather_forward");
+    // classifier_forward_rows folds the same statistics as it goes.
+    float lp3[R], lm3[R], ll3[R];
+    float *scr = malloc(sizeof(float) * classifier_scratch_floats(R, vb, 0));
+    classifier_forward_rows(lp3, lm3, ll3, NULL, 0, scr, x, w, tg, R, D, V, vb);
+    CHECK(memcmp(lp3, lp, sizeof lp) == 0 && memcmp(lm3, lm, sizeof lm) == 0 &&
+          memcmp(ll3, ll, sizeof ll) == 0);
+    free(x), free(w), free(logits), free(exps), free(tmax), free(tlogit), free(tsum), free(probs),
+        free(scr);
 }
 
 // ---------------------------------------------------------------------------
@@ -544,7 +640,10 @@ static void test_thread_counts(void) {
                      .shared_classifier = 0,
                      .norm_eps = 1e-5f,
                      .rope_theta = 10000.0f};
-    check_thread_counts(&c); // three backward chunks, the last partial
+    // 1140 tokens. dim 32: row blocks of 256 (five, the last of 116 rows),
+    // three backward chunks of 512, the last partial; vocabulary tiles of
+    // 288 (four, the last of 236) and dx slices of 288.
+    check_thread_counts(&c);
     ModelConfig c2 = {.dim = 256,
                       .hidden_dim = 96,
                       .n_layers = 1,
@@ -555,7 +654,10 @@ static void test_thread_counts(void) {
                       .shared_classifier = 1,
                       .norm_eps = 1e-5f,
                       .rope_theta = 10000.0f};
-    check_thread_counts(&c2); // two row blocks per chunk, the last chunk partial
+    // dim 256: row blocks of 512 (three, the last of 116 rows), two backward
+    // chunks of 1024, the second partial (one partial block); vocabulary
+    // tiles and dx slices of 80 (four, the last of 60).
+    check_thread_counts(&c2);
 }
 
 int main(void) {
@@ -563,6 +665,7 @@ int main(void) {
     test_vexp();
     test_attention_kernels();
     test_classifier_kernels();
+    test_tile_merge();
     test_recompute_ops();
     test_thread_counts();
     return test_summary("parallel");

@@ -31,7 +31,7 @@
 // written over h1, h3, datt over res_mid, then dq over datt, dk over k and
 // dv over v, and the (N, D) gradient of the residual stream over res_out,
 // updated in place from the classifier down to the embedding. Apart from
-// them it holds two slots of BWD_CHUNK rows for the weight gradients: each
+// them it holds two slots of chunk_rows_of rows for the weight gradients: each
 // weight gradient accumulates over the batch one chunk at a time, in chunk
 // order, while the row blocks of the next chunk run (see task_ffn_backward),
 // so no other (N, *) buffer exists and the result does not depend on the
@@ -185,30 +185,41 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // ---------------------------------------------------------------------------
 // The model object
 
-// Work split (ops.h explains the threading). Row blocks of ROW_BLOCK tokens
-// carry every token-local op (norms, projections, RoPE, SwiGLU, residuals);
-// attention runs one task per (sequence, head); each weight gradient is one
-// task (one sgemm over all N tokens). Block sizes are constants, never
-// derived from the thread count, so the arithmetic is the same for any
-// number of threads.
+// Work split (ops.h explains the threading). Row blocks of row_block(c)
+// tokens carry every token-local op (norms, projections, RoPE, SwiGLU,
+// residuals); attention runs one task per (sequence, head); each weight
+// gradient is one task (one sgemm over all N tokens). Block sizes are
+// functions of the config, never of the thread count, so the arithmetic is
+// the same for any number of threads.
+// Each row block packs every weight matrix it multiplies (OpenBLAS copies
+// the weights into its panel layout per sgemm), so a wide model uses blocks
+// of ROW_BLOCK_WIDE rows: L's DPO step spends ~1/4 less on packing. A narrow
+// one keeps ROW_BLOCK, as its scratch and backward chunk slots, which scale
+// with the block, would weigh on its small memory minimum.
 #define ROW_BLOCK 256
+#define ROW_BLOCK_WIDE 512
+#define ROW_BLOCK_WIDE_DIM 256 // dim from which blocks are wide
 // Classifier forward without kept logits: CLS_ROWS target rows per task,
 // vocabulary tiles of CLS_VB logits (small models use fewer rows:
-// cls_tile_rows). With kept logits (training): CLS_KEEP_ROWS rows per task
-// for the logits and for dx (each task packs all of wcls for its sgemm, so
-// larger tasks pack less: M's DPO step ~5-8% faster than with 96; a group of
-// two 192-token completions, a DPO pair or two SFT rows as train.c groups
-// them, still makes two tasks), and one dwcls task per
-// CLS_BWD_VB vocabulary rows (fewer for a small vocabulary: cls_bwd_vocab).
-// The default bound on kept logits is CLS_CACHE_BYTES (model_set_logit_cache).
+// cls_tile_rows). The grouped classifier (training and reference scoring)
+// runs one task per vocabulary tile of CLS_VB (fewer for a small
+// vocabulary: cls_group_vocab) over all rows of a block, so that wcls is
+// packed once per block rather than once per row task, then folds each
+// row's tile statistics in tile order; final norms run CLS_KEEP_ROWS rows
+// per task. The classifier backward runs one dwcls task per CLS_BWD_VB
+// vocabulary rows (fewer for a small vocabulary: cls_bwd_vocab) and dx in
+// CLS_DX_SLICES tasks over vocabulary slices, all rows each (cls_dx_vocab),
+// whose partials are summed in slice order. The default bound on kept
+// logits is CLS_CACHE_BYTES (model_set_logit_cache).
 #define CLS_ROWS 384
 #define CLS_VB 1024
 #define CLS_BWD_VB 512
 #define CLS_KEEP_ROWS 192
+#define CLS_DX_SLICES 4
 #define CLS_CACHE_BYTES ((size_t)64 << 20)
 #define MAX_THREADS 256
 // Backward: each weight gradient is split into WSPLIT tasks over its output
-// rows (and accumulates over BWD_CHUNK rows at a time).
+// rows (and accumulates over chunk_rows_of rows at a time).
 #define WSPLIT 2
 
 typedef struct {
@@ -219,14 +230,17 @@ typedef struct {
 struct Model {
     ModelConfig c;
     size_t n_params;
-    float *params, *grads;      // (P) each; grads NULL when frozen
-    ModelTensors w, g;          // views into params / grads
-    float *rope_cos, *rope_sin; // (seq_len, HS/2)
-    int threads;                // model_set_threads; 0: openblas_get_num_threads()
-    int cls_rows;               // cls_tile_rows
-    int cls_bwd_vb;             // cls_bwd_vocab
-    size_t cache_bytes;         // model_set_logit_cache
-    OpsPool *pool;              // NULL with one thread
+    float *params, *grads;        // (P) each; grads NULL when frozen
+    ModelTensors w, g;            // views into params / grads
+    float *rope_cos, *rope_sin;   // (seq_len, HS/2)
+    int threads;                  // model_set_threads; 0: openblas_get_num_threads()
+    int rb;                       // row_block: rows of a row block
+    int cls_rows;                 // cls_tile_rows
+    int cls_vb, cls_tiles;        // cls_group_vocab and its tiles
+    int cls_bwd_vb;               // cls_bwd_vocab
+    int cls_dx_vs, cls_dx_slices; // cls_dx_vocab and its slices
+    size_t cache_bytes;           // model_set_logit_cache
+    OpsPool *pool;                // NULL with one thread
     int pool_n;
 
     // Buffers grow to the largest batch seen (64-byte aligned); contents
@@ -242,11 +256,14 @@ struct Model {
     size_t ints_cap;
     int *pos, *rows, *tg, *rowg, *seq_order;
     int *grp_k, *grp_cur; // grouped forward: group g's rows are k in [grp_k[g], grp_k[g+1])
-    float *cache;         // (cache_rows, cache_ld) kept logits of one group / block
-    size_t cache_cap, cache_ld;
+    float *cache;         // cls_block: kept logits and dx partials (or tiles), statistics
+    size_t cache_cap, cache_ld, cache_cap_rows; // cache_cap_rows: rows of a block it holds
     int cache_rows;
-    int n_att;      // non-empty sequences (entries of seq_order)
-    float *scratch; // per thread: scratch_floats each
+    double *cls_tsum;             // (cls_tiles, rows of the block) tile sums
+    float *cls_dxpart;            // (cls_dx_slices - 1, rows, D) dx partials (kept only)
+    float *cls_tmax, *cls_tlogit; // (cls_tiles, rows), (rows) tile max, target logits
+    int n_att;                    // non-empty sequences (entries of seq_order)
+    float *scratch;               // per thread: scratch_floats each
     size_t scratch_cap, scratch_floats;
     float *part; // (row blocks, D) RMSNorm weight-gradient partials
     size_t part_cap;
@@ -265,16 +282,24 @@ static size_t layer_floats(const ModelConfig *c, int keep) {
     return keep ? 4 * D + 2 * KVD + 2 * NH + 2 * H + 2 : 2 * D + 2 * KVD + 2 * NH + 2;
 }
 
-// Rows per backward chunk, a constant: two row blocks, so that the first
-// region of a chunked phase has a row block for each of two threads, and
-// half as many regions (each a pool synchronisation) as one-block chunks,
-// which a small model's short backward notices (S: 4-26% shorter in three
-// alternating runs). Their slots cost a small model ~2% of its minimum.
-#define BWD_CHUNK (2 * ROW_BLOCK)
+// Rows of a row block: a function of the config alone.
+static int row_block(const ModelConfig *c) {
+    return c->dim >= ROW_BLOCK_WIDE_DIM ? ROW_BLOCK_WIDE : ROW_BLOCK;
+}
+
+// Rows per backward chunk, a function of the config: two row blocks, so
+// that the first region of a chunked phase has a row block for each of two
+// threads, and half as many regions (each a pool synchronisation) as
+// one-block chunks, which a small model's short backward notices (S: 4-26%
+// shorter in three alternating runs). Their slots cost a small model ~2% of
+// its minimum.
+static int chunk_rows_of(const ModelConfig *c) {
+    return 2 * row_block(c);
+}
 
 // Rows of a backward chunk slot for an N-token batch.
-static size_t chunk_cap(size_t N) {
-    size_t C = (size_t)BWD_CHUNK;
+static size_t chunk_cap(const ModelConfig *c, size_t N) {
+    size_t C = (size_t)chunk_rows_of(c);
     return N < C ? N : C;
 }
 
@@ -295,7 +320,7 @@ static size_t max_sz(size_t a, size_t b) {
 static int cls_tile_rows(const ModelConfig *c) {
     size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size;
     size_t vb = V < CLS_VB ? V : CLS_VB;
-    size_t rows = ((size_t)ROW_BLOCK * (3 * D + 2 * H) / (vb + 16)) & ~(size_t)15;
+    size_t rows = ((size_t)row_block(c) * (3 * D + 2 * H) / (vb + 16)) & ~(size_t)15;
     return (int)(rows < 64 ? 64 : rows > CLS_ROWS ? CLS_ROWS : rows);
 }
 
@@ -305,6 +330,26 @@ static int cls_tile_rows(const ModelConfig *c) {
 static int cls_bwd_vocab(const ModelConfig *c) {
     int q = ((c->vocab_size / 4) + 15) & ~15;
     return q >= CLS_BWD_VB ? CLS_BWD_VB : q < 64 ? 64 : q;
+}
+
+// Vocabulary columns of a grouped classifier tile: CLS_VB, or a quarter of a
+// small vocabulary (multiples of 16, at least 64, at most V), so that a small
+// model's tiles still spread over the threads.
+static int cls_group_vocab(const ModelConfig *c) {
+    int V = c->vocab_size, q = ((V / 4) + 15) & ~15;
+    q = q >= CLS_VB ? CLS_VB : q < 64 ? 64 : q;
+    return q < V ? q : V;
+}
+
+static int cls_group_tiles(const ModelConfig *c) {
+    int vb = cls_group_vocab(c);
+    return (c->vocab_size + vb - 1) / vb;
+}
+
+// Row stride of a grouped classifier tile without kept logits: vb + 16, so
+// that rows are not a power of two apart.
+static size_t group_tile_ld(const ModelConfig *c) {
+    return (size_t)cls_group_vocab(c) + 16;
 }
 
 // Row stride of kept logits: V + 16, so that rows are not a power of two
@@ -319,17 +364,53 @@ static int cache_rows_for(const ModelConfig *c, size_t bytes) {
     return rows < 16 ? 16 : rows > (size_t)INT32_MAX ? INT32_MAX : (int)rows;
 }
 
+// Vocabulary columns of a dx slice: a quarter of the vocabulary (multiples
+// of 16), so that dx runs CLS_DX_SLICES tasks over all rows of a block.
+static int cls_dx_vocab(const ModelConfig *c) {
+    int V = c->vocab_size, q = ((V + CLS_DX_SLICES - 1) / CLS_DX_SLICES + 15) & ~15;
+    return q < V ? q : V;
+}
+
+static int cls_dx_slices(const ModelConfig *c) {
+    int vs = cls_dx_vocab(c);
+    return (c->vocab_size + vs - 1) / vs;
+}
+
+// Layout of the grouped classifier's block buffer (m->cache) for blocks of
+// `rows` rows, in floats: kept logits (rows, cache_ld) and the dx partials
+// ((cls_dx_slices - 1) x (rows, D)) or, without kept logits, one (rows,
+// group_tile_ld) tile per thread; then the tile statistics at `stats`: sums
+// (doubles), maxima (cls_tiles x rows each) and target logits (rows). -1
+// on overflow.
+typedef struct {
+    size_t dxpart, stats, total;
+} ClsBlock;
+
+static int cls_block(const ModelConfig *c, size_t rows, int keep, int threads, ClsBlock *b) {
+    size_t t, u, n = rows > 0 ? rows : 1, T = (size_t)cls_group_tiles(c);
+    if (keep ? mul_sz(n, cache_ld(c), &t)
+             : mul_sz(n, group_tile_ld(c), &t) || mul_sz(t, (size_t)threads, &t))
+        return -1;
+    b->dxpart = t;
+    if (keep &&
+        (mul_sz(n, (size_t)c->dim * (size_t)(cls_dx_slices(c) - 1), &u) || add_sz(t, u, &t)))
+        return -1;
+    b->stats = t = (t + 1) & ~(size_t)1; // the sums are doubles
+    if (mul_sz(T, 3, &u) || add_sz(u, 1, &u) || mul_sz(u, n, &u) || add_sz(t, u, &b->total))
+        return -1;
+    return 0;
+}
+
 // Scratch floats one thread needs (rounded to 64 bytes).
 static size_t thread_floats(const ModelConfig *c, size_t max_T, int keep, int backward) {
-    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, RB = ROW_BLOCK;
+    size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, RB = (size_t)row_block(c);
     // task_ffn: tmp, xn2 (D) and prod (H); forward-only also res_mid, h1, h3.
     size_t f = keep ? RB * (2 * D + H) : RB * (3 * D + 2 * H);
     f = max_sz(f, attention_task_scratch_floats((int)max_T, c->dim / c->n_heads));
     int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB;
-    // Classifier tiles: a plain forward's, a grouped forward's without kept
-    // logits (the larger of the two covers the kept case's exps row too).
-    int cr = cls_tile_rows(c) > CLS_KEEP_ROWS ? cls_tile_rows(c) : CLS_KEEP_ROWS;
-    f = max_sz(f, classifier_scratch_floats(cr, vb, 0));
+    // A plain classifier forward's tile; it covers the row of exps that a
+    // grouped tile task needs with kept logits.
+    f = max_sz(f, classifier_scratch_floats(cls_tile_rows(c), vb, 0));
     if (backward) f = max_sz(f, RB * (H + D)); // dprod and dxn of a backward row block
     return (f + 15) & ~(size_t)15;
 }
@@ -358,8 +439,9 @@ static int buf_sizes(const ModelConfig *c, size_t N, size_t M, size_t n_seqs, si
         mul_sz(t, sizeof(float), &s->scratch))
         return -1;
     if (keep) {
-        if (mul_sz((N + ROW_BLOCK - 1) / ROW_BLOCK, D * sizeof(float), &s->part)) return -1;
-        if (mul_sz(slot_floats(c), 2 * chunk_cap(N), &t) || mul_sz(t, sizeof(float), &s->bwd))
+        size_t RB = (size_t)row_block(c);
+        if (mul_sz((N + RB - 1) / RB, D * sizeof(float), &s->part)) return -1;
+        if (mul_sz(slot_floats(c), 2 * chunk_cap(c, N), &t) || mul_sz(t, sizeof(float), &s->bwd))
             return -1;
     }
     return 0;
@@ -374,11 +456,15 @@ size_t model_activation_bytes(const ModelConfig *c, int n_tokens, int max_seq, i
     size_t parts[] = {s.acts, s.ints, s.scratch, s.part, s.bwd};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         if (add_sz(total, parts[i], &total)) return SIZE_MAX;
-    if (backward && n > 0) {
-        // Kept logits: at most the default bound's rows (model_set_logit_cache).
+    if (n > 0) {
+        // The grouped classifier's block buffer (kept logits when training,
+        // a reference's tiles otherwise): at most the default bound's rows
+        // (model_set_logit_cache).
         size_t rows = (size_t)cache_rows_for(c, CLS_CACHE_BYTES), bytes;
         if (n < rows) rows = n;
-        if (mul_sz(rows, cache_ld(c) * sizeof(float), &bytes) || add_sz(total, bytes, &total))
+        ClsBlock cb;
+        if (cls_block(c, rows, backward, 1, &cb) != 0 || mul_sz(cb.total, sizeof(float), &bytes) ||
+            add_sz(total, bytes, &total))
             return SIZE_MAX;
     }
     return total;
@@ -404,8 +490,13 @@ int model_create(Model **out, const ModelConfig *c, int with_grads, BsError *err
     if (!m) return bs_fail(err, "out_of_memory", "", "cannot allocate a model");
     m->c = *c;
     m->pool_n = 1;
+    m->rb = row_block(c);
     m->cls_rows = cls_tile_rows(c);
+    m->cls_vb = cls_group_vocab(c);
+    m->cls_tiles = cls_group_tiles(c);
     m->cls_bwd_vb = cls_bwd_vocab(c);
+    m->cls_dx_vs = cls_dx_vocab(c);
+    m->cls_dx_slices = cls_dx_slices(c);
     m->cache_bytes = CLS_CACHE_BYTES;
     m->n_params = model_param_count(c);
     size_t half = (size_t)c->seq_len * (size_t)(c->dim / c->n_heads / 2);
@@ -653,7 +744,7 @@ typedef struct {
     LayerActs *a;
     float *next; // forward: the layer's output residual
     // Backward: G (N, D) is dLoss/d(layer output), turned in place into
-    // d(res_mid), then into d(layer input); chunk slots (see BWD_CHUNK).
+    // d(res_mid), then into d(layer input); chunk slots (see chunk_rows_of).
     float *G, *gc[2], *xs[2], *pr[2];
     int l, N, M, keep, n_rows;
     int chunk_n, n_chunks; // backward: rows per chunk, chunks
@@ -676,8 +767,8 @@ static float *tscratch(Model *m, int thread) {
 
 // Row block of a task: rows r0 .. r0 + n - 1.
 #define ROW_RANGE(task)                                                                            \
-    size_t r0 = (size_t)(task)*ROW_BLOCK;                                                          \
-    int n = r->N - (int)r0 < ROW_BLOCK ? r->N - (int)r0 : ROW_BLOCK
+    size_t r0 = (size_t)(task) * (size_t)m->rb;                                                    \
+    int n = r->N - (int)r0 < m->rb ? r->N - (int)r0 : m->rb
 
 // rmsnorm, q k v projections and RoPE of a row block.
 static void task_qkv(void *ctx, int task, int thread) {
@@ -711,14 +802,14 @@ static void task_ffn(void *ctx, int task, int thread) {
     ROW_RANGE(task);
     size_t lHD = l * H * D;
     float *s = tscratch(m, thread), *tmp = s, *res_mid, *xn2, *h1, *h3, *prod;
-    s += (size_t)ROW_BLOCK * D;
-    xn2 = s, s += (size_t)ROW_BLOCK * D;
+    s += (size_t)m->rb * D;
+    xn2 = s, s += (size_t)m->rb * D;
     if (r->keep) {
         res_mid = a->res_mid + r0 * D;
         h1 = a->h1 + r0 * H, h3 = a->h3 + r0 * H, prod = s;
     } else {
-        res_mid = s, s += (size_t)ROW_BLOCK * D;
-        h1 = s, s += (size_t)ROW_BLOCK * H;
+        res_mid = s, s += (size_t)m->rb * D;
+        h1 = s, s += (size_t)m->rb * H;
         h3 = s, prod = h1; // h1 is dead once the product is formed
     }
     size_t nD = (size_t)n * D;
@@ -763,22 +854,28 @@ static void task_final_norm(void *ctx, int task, int thread) {
 }
 
 // The grouped classifier, over a block of gathered rows [cls_k0, cls_k0 +
-// cls_n), CLS_KEEP_ROWS rows per task from the block's first row: the same
-// row partition with and without kept logits, so that a reference scored
-// with model_forward_grouped gets the policy's log-probs bit for bit when
-// their weights are equal (DPO's first step: rewards exactly 0, as torch).
-// Kept (training), the logits go to the cache: row k at cache row k - cls_k0.
-
-// Logits, max and log-sum of CLS_KEEP_ROWS rows.
+// cls_n): one task per vocabulary tile of cls_vb columns over all the rows
+// (one sgemm: wcls is packed once per block), each leaving its per-row tile
+// max and sum in cls_tmax, cls_tsum (and target logits in cls_tlogit), which
+// cls_logits then folds in tile order. The tasks and their arithmetic are the
+// same with and without kept logits, so that a reference scored with
+// model_forward_grouped gets the policy's log-probs bit for bit when their
+// weights are equal (DPO's first step: rewards exactly 0, as torch). Kept
+// (training), the logits go to the cache (row k at cache row k - cls_k0);
+// otherwise each thread has a tile of its own there.
 static void task_cls_logits(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
-    int j = task * CLS_KEEP_ROWS, n = r->cls_n - j < CLS_KEEP_ROWS ? r->cls_n - j : CLS_KEEP_ROWS;
-    size_t k0 = (size_t)(r->cls_k0 + j);
-    float *logits = r->keep ? m->cache + (size_t)j * m->cache_ld : NULL;
-    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, logits, m->cache_ld,
-                            tscratch(m, thread), m->xg + k0 * D, w->wcls, m->tg + k0, n, (int)D,
-                            c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
+    int vb = m->cls_vb, V = c->vocab_size, v0 = task * vb, nv = V - v0 < vb ? V - v0 : vb;
+    size_t k0 = (size_t)r->cls_k0, ts = m->cache_cap_rows, ld, o = (size_t)task * ts;
+    float *logits, *exps;
+    if (r->keep) {
+        logits = m->cache + v0, ld = m->cache_ld, exps = tscratch(m, thread);
+    } else {
+        ld = group_tile_ld(c), logits = m->cache + (size_t)thread * ts * ld, exps = NULL;
+    }
+    classifier_forward_tile(m->cls_tmax + o, m->cls_tsum + o, m->cls_tlogit, logits, ld, exps,
+                            m->xg + k0 * D, w->wcls, m->tg + k0, r->cls_n, (int)D, v0, nv);
 }
 
 // One vocabulary tile: its logits become dlogits, dwcls rows += over the rows.
@@ -792,14 +889,23 @@ static void task_cls_dw(void *ctx, int task, int thread) {
                              m->tg + k0, m->lse_m + k0, m->lse_l + k0, r->cls_n, (int)D, v0, nv);
 }
 
-// dxg of CLS_KEEP_ROWS rows from their dlogits.
+// One vocabulary slice of dxg = dlogits @ wcls over all rows of the block
+// (one sgemm: its slice of wcls is packed once per block): slice 0 adds to
+// dxg (zero until then), slice s > 0 goes to partial s - 1 in the block
+// buffer, which cls_grad adds to dxg in slice order.
 static void task_cls_dx(void *ctx, int task, int thread) {
     Run *r = ctx;
     RUN_DIMS;
     (void)thread;
-    int j = task * CLS_KEEP_ROWS, n = r->cls_n - j < CLS_KEEP_ROWS ? r->cls_n - j : CLS_KEEP_ROWS;
-    classifier_backward_dx(m->dxg + (size_t)(r->cls_k0 + j) * D, m->cache + (size_t)j * m->cache_ld,
-                           m->cache_ld, w->wcls, n, (int)D, c->vocab_size);
+    int vs = m->cls_dx_vs, V = c->vocab_size, v0 = task * vs, nv = V - v0 < vs ? V - v0 : vs;
+    size_t nD = (size_t)r->cls_n * D;
+    float *dx = m->dxg + (size_t)r->cls_k0 * D;
+    if (task > 0) {
+        dx = m->cls_dxpart + (size_t)(task - 1) * m->cache_cap_rows * D;
+        memset(dx, 0, nD * sizeof(float));
+    }
+    classifier_backward_dx(dx, m->cache + v0, m->cache_ld, w->wcls + (size_t)v0 * D, r->cls_n,
+                           (int)D, nv);
 }
 
 // The pool for a classifier region over n rows: none (the caller's thread
@@ -816,11 +922,15 @@ static int keep_tasks(int n) {
     return (n + CLS_KEEP_ROWS - 1) / CLS_KEEP_ROWS;
 }
 
-// Logits of rows [k0, k0 + n) into the cache, with their log-probs.
+// Log-probs of rows [k0, k0 + n) (at most cache_cap_rows), with their
+// logits into the cache when kept.
 static void cls_logits(Model *m, Run *r, int k0, int n) {
     r->cls_k0 = k0;
     r->cls_n = n;
-    ops_pool_run(cls_pool(m, n), task_cls_logits, r, keep_tasks(n));
+    if (n == 0) return;
+    ops_pool_run(cls_pool(m, n), task_cls_logits, r, m->cls_tiles);
+    classifier_merge_tiles(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, m->cls_tmax, m->cls_tsum,
+                           m->cache_cap_rows, m->cls_tiles, m->cls_tlogit, n);
 }
 
 // dwcls += and dxg = the classifier backward of the cached rows [k0, k0 + n)
@@ -831,19 +941,35 @@ static void cls_grad(Model *m, Run *r, int k0, int n) {
     if (n == 0) return;
     OpsPool *pool = cls_pool(m, n);
     ops_pool_run(pool, task_cls_dw, r, (m->c.vocab_size + m->cls_bwd_vb - 1) / m->cls_bwd_vb);
-    ops_pool_run(pool, task_cls_dx, r, keep_tasks(n));
+    ops_pool_run(pool, task_cls_dx, r, m->cls_dx_slices);
+    size_t nD = (size_t)n * (size_t)m->c.dim;
+    float *dx = m->dxg + (size_t)k0 * (size_t)m->c.dim;
+    for (int t = 1; t < m->cls_dx_slices; t++) {
+        const float *p = m->cls_dxpart + (size_t)(t - 1) * m->cache_cap_rows * (size_t)m->c.dim;
+        residual_forward(dx, dx, p, nD);
+    }
 }
 
 // Sets m->cache_rows, the rows of a classifier block (the logits cache's
-// bound), and with keep grows the cache to min(rows, that) rows.
+// bound), and grows the block buffer for blocks of min(rows, that) rows:
+// kept logits with keep, the threads' tiles without (cls_block).
 static int cache_reserve(Model *m, int rows, int keep, BsError *err) {
-    m->cache_rows = cache_rows_for(&m->c, m->cache_bytes);
-    m->cache_ld = cache_ld(&m->c);
-    if (!keep) return 0;
-    size_t need, n = (size_t)(rows < m->cache_rows ? rows : m->cache_rows);
-    if (mul_sz(n > 0 ? n : 1, m->cache_ld * sizeof(float), &need))
+    const ModelConfig *c = &m->c;
+    m->cache_rows = cache_rows_for(c, m->cache_bytes);
+    m->cache_ld = cache_ld(c);
+    size_t n = (size_t)(rows < m->cache_rows ? rows : m->cache_rows), need;
+    n = n > 0 ? n : 1;
+    ClsBlock cb;
+    if (cls_block(c, n, keep, m->pool_n, &cb) != 0 || mul_sz(cb.total, sizeof(float), &need))
         return bs_fail(err, "out_of_memory", "", "logits cache size overflows");
-    return ensure(&m->cache, &m->cache_cap, need, err);
+    if (ensure(&m->cache, &m->cache_cap, need, err) != 0) return -1;
+    size_t T = (size_t)m->cls_tiles;
+    m->cache_cap_rows = n;
+    m->cls_dxpart = m->cache + cb.dxpart;
+    m->cls_tsum = (double *)(m->cache + cb.stats);
+    m->cls_tmax = (float *)(m->cls_tsum + T * n);
+    m->cls_tlogit = m->cls_tmax + T * n;
+    return 0;
 }
 
 // The classifier's backward of rows [k0, k0 + n) with dL/dlogp in cls_g,
@@ -997,7 +1123,7 @@ static int forward(Model *m, const ModelBatch *b, float *logp, int keep_activati
     gather_rows(m, b, groups, logp);
 
     Run r = {.m = m, .b = b, .N = N, .M = M, .keep = keep};
-    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
+    r.n_rows = (N + m->rb - 1) / m->rb;
     embedding_forward(m->slots[0].res_in, b->tokens, m->w.tok_emb, N, D);
     for (int l = 0; l < L; l++) {
         r.l = l;
@@ -1075,10 +1201,10 @@ static int chunk_rows(const Run *r, int k, size_t *c0) {
 // Row block `task` of the current chunk: global first row r0, chunk-local
 // first row cr, n rows, slot s.
 #define CHUNK_BLOCK(task)                                                                          \
-    size_t c0_, cr = (size_t)(task)*ROW_BLOCK;                                                     \
+    size_t c0_, cr = (size_t)(task) * (size_t)m->rb;                                               \
     int nk_ = chunk_rows(r, r->chunk, &c0_), s = r->chunk & 1;                                     \
     size_t r0 = c0_ + cr;                                                                          \
-    int n = nk_ - (int)cr < ROW_BLOCK ? nk_ - (int)cr : ROW_BLOCK;                                 \
+    int n = nk_ - (int)cr < m->rb ? nk_ - (int)cr : m->rb;                                         \
     (void)s
 
 // Output rows [o0, o1) of part `part` of a weight gradient with C_out rows;
@@ -1099,8 +1225,8 @@ static void ffn_backward_rows(Run *r, int task, int thread) {
     CHUNK_BLOCK(task);
     size_t lHD = l * H * D, nD = (size_t)n * D, nH = (size_t)n * H;
     float *g = r->G + r0 * D, *res_mid = a->res_mid + r0 * D, *h1 = a->h1 + r0 * H;
-    float *h3 = a->h3 + r0 * H, *dprod = tscratch(m, thread), *dxn = dprod + (size_t)ROW_BLOCK * H;
-    float *part = m->part + (r0 / ROW_BLOCK) * D;
+    float *h3 = a->h3 + r0 * H, *dprod = tscratch(m, thread), *dxn = dprod + (size_t)m->rb * H;
+    float *part = m->part + (r0 / (size_t)m->rb) * D;
     memcpy(r->gc[s] + cr * D, g, nD * sizeof(float));
     rmsnorm_apply(r->xs[s] + cr * D, res_mid, w->rms_ffn + l * D, a->rstd2 + r0, n, (int)D);
     memset(dprod, 0, nH * sizeof(float));
@@ -1165,7 +1291,7 @@ static void qkv_backward_rows(Run *r, int task, int thread) {
     RUN_DIMS;
     CHUNK_BLOCK(task);
     size_t lDD = l * D * D, lKD = l * KVD * D;
-    float *dxn = tscratch(m, thread), *part = m->part + (r0 / ROW_BLOCK) * D;
+    float *dxn = tscratch(m, thread), *part = m->part + (r0 / (size_t)m->rb) * D;
     const float *res_in = a->res_in + r0 * D;
     rmsnorm_apply(r->xs[s] + cr * D, res_in, w->rms_att + l * D, a->rstd1 + r0, n, (int)D);
     memset(dxn, 0, (size_t)n * D * sizeof(float));
@@ -1207,7 +1333,7 @@ static void run_chunked(Model *m, Run *r, OpsTaskFn fn) {
     for (int k = 0; k <= r->n_chunks; k++) {
         size_t c0;
         r->chunk = k;
-        r->n_rowt = k < r->n_chunks ? (chunk_rows(r, k, &c0) + ROW_BLOCK - 1) / ROW_BLOCK : 0;
+        r->n_rowt = k < r->n_chunks ? (chunk_rows(r, k, &c0) + m->rb - 1) / m->rb : 0;
         ops_pool_run(m->pool, fn, r, r->n_rowt + (k > 0 ? 3 * WSPLIT : 0));
     }
 }
@@ -1251,10 +1377,10 @@ int model_backward(Model *m, const ModelBatch *b, const float *dlogp, BsError *e
     m->scratch_floats = thread_floats(c, (size_t)m->max_T, 1, 1);
     m->have_acts = 0; // from here on the activations are overwritten
     Run r = {.m = m, .b = b, .N = N, .M = M, .keep = 1};
-    r.n_rows = (N + ROW_BLOCK - 1) / ROW_BLOCK;
-    r.chunk_n = BWD_CHUNK;
+    r.n_rows = (N + m->rb - 1) / m->rb;
+    r.chunk_n = chunk_rows_of(c);
     r.n_chunks = (N + r.chunk_n - 1) / r.chunk_n;
-    size_t cN = chunk_cap((size_t)N), H = (size_t)c->hidden_dim;
+    size_t cN = chunk_cap(c, (size_t)N), H = (size_t)c->hidden_dim;
     float *p = m->bwd;
     r.G = m->res_out;
     for (int k = 0; k < 2; k++) {

@@ -786,24 +786,73 @@ void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const flo
 #define TILE_LD(vb) ((size_t)(vb) + 16)
 
 size_t classifier_scratch_floats(int R, int vb, int keep) {
-    // keep: one row of exps; otherwise the tile itself. +1: the double row
-    // sums start at the next even float (8-byte aligned).
+    // keep: one row of exps; otherwise the tile itself. +1: the doubles
+    // start at the next even float (8-byte aligned): the running and the
+    // tile's sums (R doubles each), then the tile's max and the target
+    // logits (R floats each).
     size_t tile = keep ? (size_t)vb : (size_t)R * TILE_LD(vb);
-    return tile + 1 + 3 * (size_t)R;
+    return tile + 1 + 6 * (size_t)R;
+}
+
+void classifier_forward_tile(float *tmax, double *tsum, float *tlogit, float *logits, size_t ldl,
+                             float *exps, const float *x, const float *wcls, const int *targets,
+                             int R, int D, int v0, int nv) {
+    if (R == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nv, D, 1.0f, x, D,
+                wcls + (size_t)v0 * D, D, 0.0f, logits, (int)ldl);
+    for (int i = 0; i < R; i++) {
+        float *row = logits + (size_t)i * ldl;
+        int t = targets[i];
+        if (t >= v0 && t < v0 + nv) tlogit[i] = row[t - v0];
+        float tm = ops_vmax(row, nv);
+        tmax[i] = tm;
+        tsum[i] = K()->vexp_neg(exps ? exps : row, row, tm, 0.0f, 1.0f, nv);
+    }
+}
+
+// Folds a tile's (max tm, sum ts of exp(logit - tm)) into a row's running
+// (max *m, sum *s of exp(logit - *m)); *m = -inf, *s = 0 before the first
+// tile. The one place the rule lives, so that every path folds alike.
+static void lse_fold(float *m, double *s, float tm, double ts) {
+    if (tm > *m) {
+        *s = *s * exp((double)*m - (double)tm) + ts;
+        *m = tm;
+    } else {
+        *s += ts * exp((double)tm - (double)*m);
+    }
+}
+
+// lse_l and logp of a row from its folded max m and sum s.
+static void lse_finish(float *logp, float *lse_l, float tlogit, float m, double s) {
+    double ls = log(s);
+    *lse_l = (float)ls;
+    *logp = (float)((double)tlogit - (double)m - ls);
+}
+
+void classifier_merge_tiles(float *logp, float *lse_m, float *lse_l, const float *tmax,
+                            const double *tsum, size_t ts, int n_tiles, const float *tlogit,
+                            int R) {
+    for (int i = 0; i < R; i++) {
+        float m = -INFINITY;
+        double s = 0.0;
+        for (int t = 0; t < n_tiles; t++)
+            lse_fold(&m, &s, tmax[(size_t)t * ts + i], tsum[(size_t)t * ts + i]);
+        lse_m[i] = m;
+        lse_finish(&logp[i], &lse_l[i], tlogit[i], m, s);
+    }
 }
 
 void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
                              float *scratch, const float *x, const float *wcls, const int *targets,
                              int R, int D, int V, int vb) {
     if (R == 0) return;
-    // Online softmax over vocabulary tiles: each row keeps its running max
-    // (lse_m) and the sum of exp(logit - max) in double (sum, rescaled when
-    // the max grows). Kept logits stay as they are; the exps of a row go to
+    // Tile by tile, each row's statistics folded into its running max
+    // (lse_m) and sum. Kept logits stay as they are; the exps of a row go to
     // a scratch row (only their sum is needed).
     size_t ld = logits ? ldl : TILE_LD(vb);
     size_t tile = logits ? (size_t)vb : (size_t)R * ld;
-    double *sum = (double *)(scratch + ((tile + 1) & ~(size_t)1));
-    float *tlogit = (float *)(sum + R);
+    double *sum = (double *)(scratch + ((tile + 1) & ~(size_t)1)), *tsum = sum + R;
+    float *tmax = (float *)(tsum + R), *tlogit = tmax + R;
     for (int i = 0; i < R; i++) {
         lse_m[i] = -INFINITY;
         sum[i] = 0.0;
@@ -811,26 +860,13 @@ void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *log
     }
     for (int v0 = 0; v0 < V; v0 += vb) {
         int nv = V - v0 < vb ? V - v0 : vb;
-        float *L = logits ? logits + v0 : scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nv, D, 1.0f, x, D,
-                    wcls + (size_t)v0 * D, D, 0.0f, L, (int)ld);
-        for (int i = 0; i < R; i++) {
-            float *row = L + (size_t)i * ld;
-            int t = targets[i];
-            if (t >= v0 && t < v0 + nv) tlogit[i] = row[t - v0];
-            float tm = ops_vmax(row, nv);
-            if (tm > lse_m[i]) {
-                if (lse_m[i] != -INFINITY) sum[i] *= expf(lse_m[i] - tm);
-                lse_m[i] = tm;
-            }
-            sum[i] += K()->vexp_neg(logits ? scratch : row, row, lse_m[i], 0.0f, 1.0f, nv);
-        }
+        classifier_forward_tile(tmax, tsum, tlogit, logits ? logits + v0 : scratch, ld,
+                                logits ? scratch : NULL, x, wcls, targets, R, D, v0, nv);
+        for (int i = 0; i < R; i++)
+            lse_fold(&lse_m[i], &sum[i], tmax[i], tsum[i]);
     }
-    for (int i = 0; i < R; i++) {
-        double ls = log(sum[i]);
-        lse_l[i] = (float)ls;
-        logp[i] = (float)((double)tlogit[i] - (double)lse_m[i] - ls);
-    }
+    for (int i = 0; i < R; i++)
+        lse_finish(&logp[i], &lse_l[i], tlogit[i], lse_m[i], sum[i]);
 }
 
 void classifier_backward_tile(float *dwcls, float *logits, size_t ldl, const float *g,

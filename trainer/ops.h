@@ -193,15 +193,33 @@ void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const flo
                                 int V);
 
 // The classifier over row blocks, for tasks (model.c holds at most one
-// group of rows' logits, never all M rows'):
+// group of rows' logits, never all M rows'). Every path forms a row's
+// log-sum-exp the same way: per vocabulary tile its max and the sum of
+// exp(logit - tile max) (a float lane sum, then double), folded in tile
+// order by classifier_merge_tiles' rule. A row's results therefore depend on
+// the tile width and its logits only, not on which rows or tiles share a
+// task.
 //
+// classifier_forward_tile: logits (R, nv) = x (R, D) @ wcls[v0 .. v0+nv)^T
+// into logits (row stride ldl; column 0 is vocabulary entry v0), and per row
+// i: tmax[i] the tile's max, tsum[i] = sum(exp(logit - tmax[i])), and
+// tlogit[i] = the logit of targets[i] when it falls in the tile (untouched
+// otherwise). exps: nv floats for the exps; NULL writes them over the logits.
+void classifier_forward_tile(float *tmax, double *tsum, float *tlogit, float *logits, size_t ldl,
+                             float *exps, const float *x, const float *wcls, const int *targets,
+                             int R, int D, int v0, int nv);
+// Folds the tile statistics of R rows (tile t of row i at tmax[t * ts + i],
+// tsum[t * ts + i]) in tile order: lse_m[i] the row's max logit, lse_l[i] =
+// log(sum(exp(logit - max))), logp[i] = tlogit[i] - lse_m[i] - lse_l[i], so
+// that softmax(logits_i) = exp((logit - lse_m[i]) - lse_l[i]).
+void classifier_merge_tiles(float *logp, float *lse_m, float *lse_l, const float *tmax,
+                            const double *tsum, size_t ts, int n_tiles, const float *tlogit, int R);
 // classifier_forward_rows: R rows x (R, D) against the whole vocabulary in
-// tiles of vb columns: logp[i] as above, lse_m[i] the row's max logit and
-// lse_l[i] = log(sum(exp(logit - max))), so that softmax(logits_i) =
-// exp((logit - lse_m[i]) - lse_l[i]). With logits non-NULL the logits are
-// kept there ((R, V), row stride ldl); otherwise each tile lives in scratch
-// and is gone after its row sums. scratch: classifier_scratch_floats(R, vb,
-// logits != NULL) floats (8-byte aligned).
+// tiles of vb columns (classifier_forward_tile, folded as it goes): logp,
+// lse_m, lse_l as classifier_merge_tiles gives them. With logits non-NULL
+// the logits are kept there ((R, V), row stride ldl); otherwise each tile
+// lives in scratch and is gone after its row sums. scratch:
+// classifier_scratch_floats(R, vb, logits != NULL) floats (8-byte aligned).
 size_t classifier_scratch_floats(int R, int vb, int keep);
 void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
                              float *scratch, const float *x, const float *wcls, const int *targets,

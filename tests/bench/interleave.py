@@ -10,12 +10,13 @@ long-lived processes, started once, wait for commands (`bench_step --serve`,
 
   ours     the C trainer, DPO, 2 threads; also measures the 2-thread sgemm peak
   torch    eager PyTorch, DPO, at its faster thread count (--torch-threads)
+  pre2     the C trainer, DPO with precomputed reference log-probs, 2 threads
   dpo      the C trainer, DPO, 1 thread
   dpo_pre  the C trainer, DPO with precomputed reference log-probs, 1 thread
 
-and each iteration runs, seconds apart: a sgemm peak, ours, a second peak and
-torch (torch first in even iterations), then dpo and dpo_pre (dpo_pre first in
-even ones). A step of ours is bracketed by the two peaks, so its MFU is taken
+and each iteration runs, seconds apart: a sgemm peak, ours, a second peak,
+pre2 and torch (in even iterations torch, pre2, peak, ours, peak), then dpo and
+dpo_pre (dpo_pre first in even ones). A step of ours is bracketed by the two peaks, so its MFU is taken
 against the machine's speed of that moment. Every result is appended to the raw
 file as a line tagged "round" (shape, round = iteration, role, result), the
 format report.py reads.
@@ -88,6 +89,7 @@ def main():
          "--threads", str(a.torch_threads), "--warmup", "1", "--load", a.dump, "--serve"]
     specs = [("ours", c + ["--method", "dpo", "--threads", "2"]),
              ("torch", t),
+             ("pre2", c + ["--method", "dpo_pre", "--threads", "2"]),
              ("dpo", c + ["--method", "dpo", "--threads", "1"]),
              ("dpo_pre", c + ["--method", "dpo_pre", "--threads", "1"])]
     t0 = time.time()
@@ -125,11 +127,11 @@ def main():
 
             for i in range(1, a.iters + 1):
                 if i % 2:
-                    peak(i, "sgemm"), step(i, "ours"), peak(i, "sgemm_after"), step(i, "torch")
-                    step(i, "dpo"), step(i, "dpo_pre")
+                    peak(i, "sgemm"), step(i, "ours"), peak(i, "sgemm_after"), step(i, "pre2")
+                    step(i, "torch"), step(i, "dpo"), step(i, "dpo_pre")
                 else:
-                    step(i, "torch"), peak(i, "sgemm"), step(i, "ours"), peak(i, "sgemm_after")
-                    step(i, "dpo_pre"), step(i, "dpo")
+                    step(i, "torch"), step(i, "pre2"), peak(i, "sgemm"), step(i, "ours")
+                    peak(i, "sgemm_after"), step(i, "dpo_pre"), step(i, "dpo")
             for s in servers.values():
                 s.close()
         except (RuntimeError, OSError, ValueError) as e:
