@@ -16,8 +16,8 @@
 # the sequence doubles (M, DPO, 2048 tokens per step at T = 128, 256, 512), and
 # OpenBLAS's default core detection (Prescott kernels on this Xeon, OpenBLAS
 # 0.3.21) against OPENBLAS_CORETYPE (default SkylakeX; BENCH_CORETYPE
-# overrides). Then interleaved steps (tests/bench/interleave.py; S 9, M 7,
-# L 5 iterations; BENCH_ROUNDS overrides; --quick: M only unless BENCH_SHAPES
+# overrides). Then interleaved steps (tests/bench/interleave.py; S 9, M 9,
+# L 7 iterations; BENCH_ROUNDS overrides; --quick: M only unless BENCH_SHAPES
 # is set): ours (2 threads, between two short sgemm peaks) and torch (its
 # faster thread count) one step each, and dpo vs dpo_pre at 1 thread, in
 # long-lived processes, alternating the order, so that the ratios the targets
@@ -170,8 +170,8 @@ if [ "$MODE" = quick ]; then RSHAPES=${BENCH_SHAPES:-M}; else RSHAPES=$SHAPES; f
 for shape in $RSHAPES; do
     case "$shape" in
         S) R=9 KR=9 ;; # 0.06 s steps: 9 of them per command outlast a noisy second
-        M) R=7 KR=1 ;;
-        L) R=5 KR=1 ;;
+        M) R=9 KR=1 ;;
+        L) R=7 KR=1 ;;
         *) continue ;;
     esac
     R=${BENCH_ROUNDS:-$R}
