@@ -8,7 +8,8 @@
 //               attention_forward/backward (head sizes 8, 12, 48, 64; GQA,
 //               MQA; lengths that are not multiples of the blocks)
 //               and the in-place backward task against the accumulating one
-//   classifier  classifier_forward_rows (logits kept or not)/backward_tile/
+//   classifier  classifier_forward_tile + merge_tiles (logits kept) and
+//               classifier_forward_rows/backward_tile/
 //               backward_dx (whole and in vocabulary slices) against
 //               logsoftmax_gather_forward/backward
 //   tile merge  classifier_forward_tile + classifier_merge_tiles against a
@@ -260,24 +261,34 @@ static void test_classifier_kernels(void) {
     float *dx1 = calloc((size_t)M * D, 4), *dw1 = calloc((size_t)V * D, 4);
     logsoftmax_gather_backward(dx1, dw1, probs, g, x, w, tg, M, D, V);
 
-    // Rows in two uneven blocks, tiles that do not divide V; logits kept in
-    // an (M, V) cache with a row stride that is not V.
+    // Logits kept in an (M, V) cache with a row stride that is not V, tile
+    // by tile over all rows (tiles that do not divide V) as the grouped
+    // classifier runs them, then merged.
     size_t ld = (size_t)V + 5;
+    int nt = (V + vb - 1) / vb, split = 20;
     float *lp2 = malloc(sizeof(float) * M), *lm = malloc(sizeof(float) * M);
     float *ll = malloc(sizeof(float) * M), *cache = malloc(sizeof(float) * M * ld);
-    float *scr = malloc(sizeof(float) * classifier_scratch_floats(M, vb, 0));
-    int split = 20;
-    classifier_forward_rows(lp2, lm, ll, cache, ld, scr, x, w, tg, split, D, V, vb);
-    classifier_forward_rows(lp2 + split, lm + split, ll + split, cache + (size_t)split * ld, ld,
-                            scr, x + (size_t)split * D, w, tg + split, M - split, D, V, vb);
-    CHECK_MSG(worst(lp2, lp1, (size_t)M, 1e-6, 1e-6) <= 1, "classifier rows logp");
-    // Without kept logits: the same log-probs, max and log-sum, bit for bit.
+    float *tmax = malloc(sizeof(float) * nt * M), *tlogit = malloc(sizeof(float) * M);
+    float *exps = malloc(sizeof(float) * vb);
+    double *tsum = malloc(sizeof(double) * nt * M);
+    for (int t = 0; t < nt; t++)
+        classifier_forward_tile(tmax + (size_t)t * M, tsum + (size_t)t * M, tlogit,
+                                cache + (size_t)t * vb, ld, exps, x, w, tg, M, D, t * vb,
+                                V - t * vb < vb ? V - t * vb : vb);
+    classifier_merge_tiles(lp2, lm, ll, tmax, tsum, (size_t)M, nt, tlogit, M);
+    CHECK_MSG(worst(lp2, lp1, (size_t)M, 1e-6, 1e-6) <= 1, "classifier tiles logp");
+    // classifier_forward_rows (logits not kept) in two uneven row blocks:
+    // the same log-probs, max and log-sum, bit for bit.
+    float *scr = malloc(sizeof(float) * classifier_scratch_floats(M, vb));
     float *lp3 = malloc(sizeof(float) * M), *lm3 = malloc(sizeof(float) * M);
     float *ll3 = malloc(sizeof(float) * M);
-    classifier_forward_rows(lp3, lm3, ll3, NULL, 0, scr, x, w, tg, split, D, V, vb);
-    CHECK(memcmp(lp3, lp2, sizeof(float) * split) == 0);
-    CHECK(memcmp(lm3, lm, sizeof(float) * split) == 0);
-    CHECK(memcmp(ll3, ll, sizeof(float) * split) == 0);
+    classifier_forward_rows(lp3, lm3, ll3, scr, x, w, tg, split, D, V, vb);
+    classifier_forward_rows(lp3 + split, lm3 + split, ll3 + split, scr, x + (size_t)split * D, w,
+                            tg + split, M - split, D, V, vb);
+    CHECK(memcmp(lp3, lp2, sizeof(float) * M) == 0);
+    CHECK(memcmp(lm3, lm, sizeof(float) * M) == 0);
+    CHECK(memcmp(ll3, ll, sizeof(float) * M) == 0);
+    free(tmax), free(tlogit), free(exps), free(tsum);
 
     float *dx2 = calloc((size_t)M * D, 4), *dw2 = calloc((size_t)V * D, 4);
     for (int v0 = 0; v0 < V; v0 += vb)
@@ -377,8 +388,8 @@ static void test_tile_merge(void) {
     CHECK_MSG(worst(lp, lpg, R, 1e-6, 1e-6) <= 1, "tile merge vs logsoftmax_gather_forward");
     // classifier_forward_rows folds the same statistics as it goes.
     float lp3[R], lm3[R], ll3[R];
-    float *scr = malloc(sizeof(float) * classifier_scratch_floats(R, vb, 0));
-    classifier_forward_rows(lp3, lm3, ll3, NULL, 0, scr, x, w, tg, R, D, V, vb);
+    float *scr = malloc(sizeof(float) * classifier_scratch_floats(R, vb));
+    classifier_forward_rows(lp3, lm3, ll3, scr, x, w, tg, R, D, V, vb);
     CHECK(memcmp(lp3, lp, sizeof lp) == 0 && memcmp(lm3, lm, sizeof lm) == 0 &&
           memcmp(ll3, ll, sizeof ll) == 0);
     free(x), free(w), free(logits), free(exps), free(tmax), free(tlogit), free(tsum), free(probs),

@@ -205,7 +205,7 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 // runs one task per vocabulary tile of CLS_VB (fewer for a small
 // vocabulary: cls_group_vocab) over all rows of a block, so that wcls is
 // packed once per block rather than once per row task, then folds each
-// row's tile statistics in tile order; final norms run CLS_KEEP_ROWS rows
+// row's tile statistics in tile order; final norms run FINAL_NORM_ROWS rows
 // per task. The classifier backward runs one dwcls task per CLS_BWD_VB
 // vocabulary rows (fewer for a small vocabulary: cls_bwd_vocab) and dx in
 // CLS_DX_SLICES tasks over vocabulary slices, all rows each (cls_dx_vocab),
@@ -214,7 +214,7 @@ int model_param_ranges(const ModelConfig *c, ParamRange *out, int max) {
 #define CLS_ROWS 384
 #define CLS_VB 1024
 #define CLS_BWD_VB 512
-#define CLS_KEEP_ROWS 192
+#define FINAL_NORM_ROWS 192
 #define CLS_DX_SLICES 4
 #define CLS_CACHE_BYTES ((size_t)64 << 20)
 #define MAX_THREADS 256
@@ -410,7 +410,7 @@ static size_t thread_floats(const ModelConfig *c, size_t max_T, int keep, int ba
     int V = c->vocab_size, vb = V < CLS_VB ? V : CLS_VB;
     // A plain classifier forward's tile; it covers the row of exps that a
     // grouped tile task needs with kept logits.
-    f = max_sz(f, classifier_scratch_floats(cls_tile_rows(c), vb, 0));
+    f = max_sz(f, classifier_scratch_floats(cls_tile_rows(c), vb));
     if (backward) f = max_sz(f, RB * (H + D)); // dprod and dxn of a backward row block
     return (f + 15) & ~(size_t)15;
 }
@@ -840,16 +840,16 @@ static void task_cls_forward(void *ctx, int task, int thread) {
     RUN_DIMS;
     int R = m->cls_rows, k0 = task * R, nk = r->M - k0 < R ? r->M - k0 : R;
     final_norm_rows(m, k0, nk);
-    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, NULL, 0,
-                            tscratch(m, thread), m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk,
-                            (int)D, c->vocab_size, c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
+    classifier_forward_rows(m->cls_logp + k0, m->lse_m + k0, m->lse_l + k0, tscratch(m, thread),
+                            m->xg + (size_t)k0 * D, w->wcls, m->tg + k0, nk, (int)D, c->vocab_size,
+                            c->vocab_size < CLS_VB ? c->vocab_size : CLS_VB);
 }
 
-// Final rmsnorm of a block of CLS_KEEP_ROWS gathered rows (grouped forward).
+// Final rmsnorm of a block of FINAL_NORM_ROWS gathered rows (grouped forward).
 static void task_final_norm(void *ctx, int task, int thread) {
     Run *r = ctx;
     (void)thread;
-    int k0 = task * CLS_KEEP_ROWS, nk = r->M - k0 < CLS_KEEP_ROWS ? r->M - k0 : CLS_KEEP_ROWS;
+    int k0 = task * FINAL_NORM_ROWS, nk = r->M - k0 < FINAL_NORM_ROWS ? r->M - k0 : FINAL_NORM_ROWS;
     final_norm_rows(r->m, k0, nk);
 }
 
@@ -916,10 +916,6 @@ static void task_cls_dx(void *ctx, int task, int thread) {
 static OpsPool *cls_pool(const Model *m, int n) {
     size_t work = (size_t)n * (size_t)m->c.vocab_size * (size_t)m->c.dim;
     return work < CLS_INLINE_WORK ? NULL : m->pool;
-}
-
-static int keep_tasks(int n) {
-    return (n + CLS_KEEP_ROWS - 1) / CLS_KEEP_ROWS;
 }
 
 // Log-probs of rows [k0, k0 + n) (at most cache_cap_rows), with their
@@ -1033,7 +1029,8 @@ static int cls_grouped(Model *m, Run *r, const ModelGroups *groups, float *logp,
         if (n > max_rows) max_rows = n;
     }
     if (cache_reserve(m, max_rows, r->keep, err) != 0) return -1;
-    ops_pool_run(cls_pool(m, r->M), task_final_norm, r, keep_tasks(r->M));
+    ops_pool_run(cls_pool(m, r->M), task_final_norm, r,
+                 (r->M + FINAL_NORM_ROWS - 1) / FINAL_NORM_ROWS);
     if (r->keep) memset(m->dxg, 0, (size_t)r->M * (size_t)D * sizeof(float));
     for (int g = 0; g < groups->n_groups; g++) {
         int k0 = m->grp_k[g], n = m->grp_k[g + 1] - k0;

@@ -785,13 +785,11 @@ void logsoftmax_gather_backward(float *dx, float *dwcls, float *probs, const flo
 // two apart (a 4 KiB stride costs ~20% in cache-set conflicts).
 #define TILE_LD(vb) ((size_t)(vb) + 16)
 
-size_t classifier_scratch_floats(int R, int vb, int keep) {
-    // keep: one row of exps; otherwise the tile itself. +1: the doubles
-    // start at the next even float (8-byte aligned): the running and the
-    // tile's sums (R doubles each), then the tile's max and the target
-    // logits (R floats each).
-    size_t tile = keep ? (size_t)vb : (size_t)R * TILE_LD(vb);
-    return tile + 1 + 6 * (size_t)R;
+size_t classifier_scratch_floats(int R, int vb) {
+    // The tile, then +1: the doubles start at the next even float (8-byte
+    // aligned): the running and the tile's sums (R doubles each), then the
+    // tile's max and the target logits (R floats each).
+    return (size_t)R * TILE_LD(vb) + 1 + 6 * (size_t)R;
 }
 
 void classifier_forward_tile(float *tmax, double *tsum, float *tlogit, float *logits, size_t ldl,
@@ -842,15 +840,13 @@ void classifier_merge_tiles(float *logp, float *lse_m, float *lse_l, const float
     }
 }
 
-void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
-                             float *scratch, const float *x, const float *wcls, const int *targets,
-                             int R, int D, int V, int vb) {
+void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *scratch,
+                             const float *x, const float *wcls, const int *targets, int R, int D,
+                             int V, int vb) {
     if (R == 0) return;
     // Tile by tile, each row's statistics folded into its running max
-    // (lse_m) and sum. Kept logits stay as they are; the exps of a row go to
-    // a scratch row (only their sum is needed).
-    size_t ld = logits ? ldl : TILE_LD(vb);
-    size_t tile = logits ? (size_t)vb : (size_t)R * ld;
+    // (lse_m) and sum; the exps overwrite the tile (only their sum is needed).
+    size_t ld = TILE_LD(vb), tile = (size_t)R * ld;
     double *sum = (double *)(scratch + ((tile + 1) & ~(size_t)1)), *tsum = sum + R;
     float *tmax = (float *)(tsum + R), *tlogit = tmax + R;
     for (int i = 0; i < R; i++) {
@@ -860,8 +856,8 @@ void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *log
     }
     for (int v0 = 0; v0 < V; v0 += vb) {
         int nv = V - v0 < vb ? V - v0 : vb;
-        classifier_forward_tile(tmax, tsum, tlogit, logits ? logits + v0 : scratch, ld,
-                                logits ? scratch : NULL, x, wcls, targets, R, D, v0, nv);
+        classifier_forward_tile(tmax, tsum, tlogit, scratch, ld, NULL, x, wcls, targets, R, D, v0,
+                                nv);
         for (int i = 0; i < R; i++)
             lse_fold(&lse_m[i], &sum[i], tmax[i], tsum[i]);
     }

@@ -216,14 +216,14 @@ void classifier_merge_tiles(float *logp, float *lse_m, float *lse_l, const float
                             const double *tsum, size_t ts, int n_tiles, const float *tlogit, int R);
 // classifier_forward_rows: R rows x (R, D) against the whole vocabulary in
 // tiles of vb columns (classifier_forward_tile, folded as it goes): logp,
-// lse_m, lse_l as classifier_merge_tiles gives them. With logits non-NULL
-// the logits are kept there ((R, V), row stride ldl); otherwise each tile
-// lives in scratch and is gone after its row sums. scratch:
-// classifier_scratch_floats(R, vb, logits != NULL) floats (8-byte aligned).
-size_t classifier_scratch_floats(int R, int vb, int keep);
-void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *logits, size_t ldl,
-                             float *scratch, const float *x, const float *wcls, const int *targets,
-                             int R, int D, int V, int vb);
+// lse_m, lse_l as classifier_merge_tiles gives them. Each tile lives in
+// scratch and is gone after its row sums (logits that must be kept go
+// through classifier_forward_tile). scratch: classifier_scratch_floats(R,
+// vb) floats (8-byte aligned).
+size_t classifier_scratch_floats(int R, int vb);
+void classifier_forward_rows(float *logp, float *lse_m, float *lse_l, float *scratch,
+                             const float *x, const float *wcls, const int *targets, int R, int D,
+                             int V, int vb);
 // Vocabulary columns v0 .. v0+nv-1 of kept logits (R rows, stride ldl) are
 // turned in place into dlogits = g_i * (onehot(target_i) - softmax_i), and
 // dwcls rows v0 .. v0+nv-1 += that tile^T @ x (R, D).
