@@ -289,8 +289,7 @@ static void stmt_done(sqlite3_stmt *st) {
 // positioned on the row; the caller reads the columns, then stmt_done. NULL
 // with err ("not_found", or the SQLite error while reading `what`) and the
 // statement already reset. id must outlive the statement's use (bound static).
-static sqlite3_stmt *job_row(Db *db, StmtId which, const char *id, const char *what,
-                             BsError *err) {
+static sqlite3_stmt *job_row(Db *db, StmtId which, const char *id, const char *what, BsError *err) {
     if (!id) {
         bs_fail(err, "invalid_argument", "id", "job id is NULL");
         return NULL;
@@ -582,7 +581,18 @@ Db *db_open(const char *path, int busy_timeout_ms, BsError *err) {
     sqlite3_busy_timeout(db->conn, busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
     char mode[16] = "";
     char *msg = NULL;
-    rc = sqlite3_exec(db->conn, "PRAGMA journal_mode=WAL", journal_cb, mode, &msg);
+    // Switching a fresh file to WAL needs its exclusive lock, and SQLite
+    // answers SQLITE_BUSY at once, without the busy handler, when another
+    // connection opening the same file holds a shared lock meanwhile (two
+    // processes starting together): retry like BEGIN IMMEDIATE does.
+    for (int i = 0; i < DB_BEGIN_TRIES; i++) {
+        sqlite3_free(msg);
+        msg = NULL;
+        rc = sqlite3_exec(db->conn, "PRAGMA journal_mode=WAL", journal_cb, mode, &msg);
+        int prim = rc & 0xff;
+        if (prim != SQLITE_BUSY && prim != SQLITE_LOCKED) break;
+        usleep(5000u * (unsigned)(i + 1));
+    }
     if (rc != SQLITE_OK) {
         bs_fail(err, (rc & 0xff) == SQLITE_BUSY ? "db_busy" : "db", "path",
                 "cannot set WAL on %s: %s", path, msg ? msg : sqlite3_errstr(rc));
