@@ -31,20 +31,6 @@
 
 static char tmp_root[256];
 
-static int ids_equal(const int *a, int na, const int *b, int nb) {
-    if (na != nb) return 0;
-    for (int i = 0; i < na; i++)
-        if (a[i] != b[i]) return 0;
-    return 1;
-}
-
-static void print_ids(const char *label, const int *ids, int n) {
-    fprintf(stderr, "%s [", label);
-    for (int i = 0; i < n && i < 60; i++)
-        fprintf(stderr, "%s%d", i ? ", " : "", ids[i]);
-    fprintf(stderr, "%s]\n", n > 60 ? ", ..." : "");
-}
-
 static int write_file(const char *path, const char *text, size_t len) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
@@ -94,10 +80,10 @@ static void expect_ids(const Tokenizer *t, const char *text, int bos, int eos, c
     int *ids = NULL, n = 0;
     int rc = tok_encode(t, text, bos, eos, &ids, &n, &err);
     CHECK_MSG(rc == 0, "encode(\"%s\"): %s", text, err.message);
-    if (rc == 0 && !ids_equal(ids, n, want, n_want)) {
+    if (rc == 0 && !test_ids_equal(ids, n, want, n_want)) {
         CHECK_MSG(0, "encoding of \"%s\" differs", text);
-        print_ids("  got ", ids, n);
-        print_ids("  want", want, n_want);
+        test_print_ids("  got ", ids, n);
+        test_print_ids("  want", want, n_want);
     }
     free(ids);
 }
@@ -128,10 +114,7 @@ static void expect_load_error(const char *name, const char *json, const char *co
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+    return test_rng_u32(&rng_state);
 }
 
 // ---------------------------------------------------------------------------
@@ -369,11 +352,11 @@ static void compare_llama(const Tokenizer *hf, const Tokenizer *bin, int layout,
         BsError err = {0};
         CHECK_MSG(tok_encode(hf, text, bos, eos, &a, &na, &err) == 0, "%s", err.message);
         CHECK_MSG(tok_encode(bin, text, bos, eos, &b, &nb, &err) == 0, "%s", err.message);
-        if (!ids_equal(a, na, b, nb) && mismatches++ < 3) {
+        if (!test_ids_equal(a, na, b, nb) && mismatches++ < 3) {
             fprintf(stderr, "layout %d: tokenizer.json and tokenizer.bin differ on \"%s\"\n",
                     layout, text);
-            print_ids("  json", a, na);
-            print_ids("  bin ", b, nb);
+            test_print_ids("  json", a, na);
+            test_print_ids("  bin ", b, nb);
         }
         if (layout == 0) { // Strip drops the dummy prefix: every text comes back
             char *back = tok_decode(hf, a, na, &err);
@@ -1216,28 +1199,28 @@ static int parity(void) {
         // space next to them splits differently. test_hftok checks those.
         if (js_space_differs(text)) {
             nel++;
-        } else if (ids_equal(ids, n, w, nw)) {
+        } else if (test_ids_equal(ids, n, w, nw)) {
             vs_hf++;
         } else if (n_cases - vs_hf - nel < 4) {
             fprintf(stderr, "differs from Tokenizers.js on \"%s\"\n", text);
-            print_ids("  got ", ids, n);
-            print_ids("  want", w, nw);
+            test_print_ids("  got ", ids, n);
+            test_print_ids("  want", w, nw);
         }
         // gpt-3-encoder has no added tokens: it spells <|endoftext|> out
         int g_cmp = !strstr(text, "<|endoftext|>") && !js_space_differs(text);
         gpt3_comparable += g_cmp;
-        if (g_cmp && ids_equal(ids, n, g, ng))
+        if (g_cmp && test_ids_equal(ids, n, g, ng))
             vs_gpt3++;
         else if (g_cmp && gpt3_comparable - vs_gpt3 < 4) {
             fprintf(stderr, "differs from gpt-3-encoder on \"%s\"\n", text);
-            print_ids("  got ", ids, n);
-            print_ids("  want", g, ng);
+            test_print_ids("  got ", ids, n);
+            test_print_ids("  want", g, ng);
         }
         int same = 1;
         for (int v = 1; v < 4; v++) {
             int *o = NULL, no = 0;
             CHECK(tok_encode(tk[v], text, 0, 0, &o, &no, &err) == 0);
-            same &= ids_equal(ids, n, o, no);
+            same &= test_ids_equal(ids, n, o, no);
             free(o);
         }
         variants_same += same;

@@ -38,11 +38,8 @@
 
 static uint64_t rng_state = 0x853c49e6748fea9bull;
 
-static uint32_t rng_u32(void) { // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+static uint32_t rng_u32(void) {
+    return test_rng_u32(&rng_state);
 }
 
 static double rng_unif(void) { // [0, 1)

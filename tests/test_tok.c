@@ -13,30 +13,16 @@
 #define LLAMA2_TOK "../shared/models/llama2-tokenizer.bin"
 #define AIDREAMS_TOK "../shared/models/aidreams260K-tok512.bin"
 
-static int ids_equal(const int *a, int na, const int *b, int nb) {
-    if (na != nb) return 0;
-    for (int i = 0; i < na; i++)
-        if (a[i] != b[i]) return 0;
-    return 1;
-}
-
-static void print_ids(const char *label, const int *ids, int n) {
-    fprintf(stderr, "%s [", label);
-    for (int i = 0; i < n; i++)
-        fprintf(stderr, "%s%d", i ? ", " : "", ids[i]);
-    fprintf(stderr, "]\n");
-}
-
 static void check_encoding(const Tokenizer *t, const char *text, int bos, int eos, const int *want,
                            int n_want) {
     BsError err = {0};
     int *ids = NULL, n = 0;
     int rc = tok_encode(t, text, bos, eos, &ids, &n, &err);
     CHECK_MSG(rc == 0, "encode(\"%s\"): %s", text, err.message);
-    if (rc == 0 && !ids_equal(ids, n, want, n_want)) {
+    if (rc == 0 && !test_ids_equal(ids, n, want, n_want)) {
         CHECK_MSG(0, "encoding of \"%s\" differs", text);
-        print_ids("  got ", ids, n);
-        print_ids("  want", want, n_want);
+        test_print_ids("  got ", ids, n);
+        test_print_ids("  want", want, n_want);
     }
     free(ids);
 }
@@ -177,10 +163,7 @@ static int ref_encode(const RefVocab *r, const char *text, int bos, int eos, int
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545F4914F6CDD1Dull) >> 32);
+    return test_rng_u32(&rng_state);
 }
 
 // A growing NUL-terminated string for generated texts.
@@ -262,7 +245,7 @@ static int agrees_with_reference(const Tokenizer *t, const RefVocab *r, const ch
     int *ids = NULL, n = 0;
     BsError err = {0};
     CHECK_MSG(tok_encode(t, text, bos, eos, &ids, &n, &err) == 0, "%s", err.message);
-    int ok = ids_equal(ids, n, ref_ids, nref);
+    int ok = test_ids_equal(ids, n, ref_ids, nref);
     if (!ok && (*mismatches)++ < 3) {
         fprintf(stderr, "mismatch on \"%.200s\"%s (%zu bytes)\n", text,
                 strlen(text) > 200 ? "..." : "", strlen(text));
