@@ -21,7 +21,6 @@
 
 #include "migrate.h"
 
-#define DB_BUSY_TRIES 20
 #define DB_LIST_MAX 1000
 
 // Cached statements. The job columns are read by job_row_json /
@@ -314,29 +313,8 @@ static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s) {
         sqlite3_bind_null(st, i);
 }
 
-// sqlite3_exec, tried again while the answer is SQLITE_BUSY or SQLITE_LOCKED:
-// busy_timeout already waited inside each try, and some lock requests get
-// SQLITE_BUSY without waiting at all (see db_open). Returns the last result
-// code; *msg (may be NULL) is the last error text, freed by the caller with
-// sqlite3_free.
-static int exec_retrying(sqlite3 *conn, const char *sql, int (*cb)(void *, int, char **, char **),
-                         void *arg, char **msg) {
-    int rc = SQLITE_OK;
-    for (int i = 0; i < DB_BUSY_TRIES; i++) {
-        if (msg) {
-            sqlite3_free(*msg);
-            *msg = NULL;
-        }
-        rc = sqlite3_exec(conn, sql, cb, arg, msg);
-        int prim = rc & 0xff;
-        if (prim != SQLITE_BUSY && prim != SQLITE_LOCKED) break;
-        usleep(5000u * (unsigned)(i + 1)); // back off a little
-    }
-    return rc;
-}
-
 static int db_begin(Db *db, BsError *err) {
-    int rc = exec_retrying(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = migrate_exec_retrying(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     return rc == SQLITE_OK ? 0 : db_fail(db, err, rc, "BEGIN IMMEDIATE");
 }
 
@@ -345,7 +323,7 @@ static void db_rollback(Db *db) {
 }
 
 static int db_commit(Db *db, BsError *err) {
-    int rc = exec_retrying(db->conn, "COMMIT", NULL, NULL, NULL);
+    int rc = migrate_exec_retrying(db->conn, "COMMIT", NULL, NULL, NULL);
     if (rc == SQLITE_OK) return 0;
     db_fail(db, err, rc, "COMMIT");
     db_rollback(db);
@@ -593,7 +571,7 @@ Db *db_open(const char *path, int busy_timeout_ms, BsError *err) {
     // answers SQLITE_BUSY at once, without the busy handler, when another
     // connection opening the same file holds a shared lock meanwhile (two
     // processes starting together).
-    rc = exec_retrying(db->conn, "PRAGMA journal_mode=WAL", journal_cb, mode, &msg);
+    rc = migrate_exec_retrying(db->conn, "PRAGMA journal_mode=WAL", journal_cb, mode, &msg);
     if (rc != SQLITE_OK) {
         bs_fail(err, (rc & 0xff) == SQLITE_BUSY ? "db_busy" : "db", "path",
                 "cannot set WAL on %s: %s", path, msg ? msg : sqlite3_errstr(rc));

@@ -6,7 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIGRATE_BEGIN_TRIES 20
+#define MIGRATE_BUSY_TRIES 20
 
 static int sql_fail(sqlite3 *conn, BsError *err, int rc, const char *what) {
     int prim = rc & 0xff;
@@ -14,18 +14,26 @@ static int sql_fail(sqlite3 *conn, BsError *err, int rc, const char *what) {
     return bs_fail(err, code, "", "%s: %s", what, sqlite3_errmsg(conn));
 }
 
-// BEGIN IMMEDIATE takes the write lock up front; busy_timeout already waits,
-// the loop covers a lock that outlives it (a long checkpoint).
-static int begin_immediate(sqlite3 *conn, BsError *err) {
+int migrate_exec_retrying(sqlite3 *conn, const char *sql, int (*cb)(void *, int, char **, char **),
+                          void *arg, char **msg) {
     int rc = SQLITE_OK;
-    for (int i = 0; i < MIGRATE_BEGIN_TRIES; i++) {
-        rc = sqlite3_exec(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        if (rc == SQLITE_OK) return 0;
+    for (int i = 0; i < MIGRATE_BUSY_TRIES; i++) {
+        if (msg) {
+            sqlite3_free(*msg);
+            *msg = NULL;
+        }
+        rc = sqlite3_exec(conn, sql, cb, arg, msg);
         int prim = rc & 0xff;
         if (prim != SQLITE_BUSY && prim != SQLITE_LOCKED) break;
-        usleep(10000u * (unsigned)(i + 1));
+        usleep(5000u * (unsigned)(i + 1));
     }
-    return sql_fail(conn, err, rc, "migrations: BEGIN IMMEDIATE");
+    return rc;
+}
+
+// BEGIN IMMEDIATE takes the write lock up front.
+static int begin_immediate(sqlite3 *conn, BsError *err) {
+    int rc = migrate_exec_retrying(conn, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sql_fail(conn, err, rc, "migrations: BEGIN IMMEDIATE");
 }
 
 static void rollback(sqlite3 *conn) {

@@ -26,6 +26,16 @@ extern const int migrate_embedded_count;
 // "schema_too_new". *n_applied (may be NULL) counts the migrations run.
 int migrate_apply(sqlite3 *conn, const Migration *list, int n, int *n_applied, BsError *err);
 
+// sqlite3_exec(conn, sql, cb, arg, msg), tried again (up to 20 times, backing
+// off 5 ms more each time) while the answer is SQLITE_BUSY or SQLITE_LOCKED:
+// busy_timeout already waits inside each try, but some lock requests get
+// SQLITE_BUSY without waiting at all (the switch to WAL while another opener
+// reads the file), and a lock may outlive the timeout (a long checkpoint).
+// Returns the last result code; *msg (msg may be NULL) holds the last error
+// text, which the caller frees with sqlite3_free.
+int migrate_exec_retrying(sqlite3 *conn, const char *sql, int (*cb)(void *, int, char **, char **),
+                          void *arg, char **msg);
+
 // Highest version recorded (0 when schema_migrations is absent or empty).
 int migrate_version(sqlite3 *conn, int *version, BsError *err);
 
